@@ -1,0 +1,431 @@
+//! The file format operators write, as serde structs. Every struct rejects unknown keys;
+//! every default is documented here and in `conf/tollgate.yaml`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A whole `tollgate.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Provider accounts by name.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// The model catalog: logical model name -> where it is served.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
+    /// Matched top-down; the first match wins. A request for a catalog model that no route
+    /// matches is served by that model alone with default retry and timeouts.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Gateway keys (hashes only).
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Client-facing listeners. Default `["0.0.0.0:8080"]`.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Admin listener for `/healthz`, `/admin/*`. Default `127.0.0.1:9090`; `null` disables.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: Option<String>,
+    /// Worker threads of the proxy service. Default: the number of CPU cores.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Largest request body accepted, in bytes; larger bodies get 413 before any upstream
+    /// request. Default 32 MiB.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            admin_listen: default_admin_listen(),
+            threads: None,
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["0.0.0.0:8080".to_owned()]
+}
+
+fn default_admin_listen() -> Option<String> {
+    Some("127.0.0.1:9090".to_owned())
+}
+
+fn default_max_body_bytes() -> usize {
+    32 * 1024 * 1024
+}
+
+/// The wire dialect a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenAI and every OpenAI-compatible server (vLLM, Ollama, Mistral, Groq, DeepSeek…).
+    Openai,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// Base URLs, e.g. `https://api.openai.com` or `http://127.0.0.1:11434`. A path in the URL
+    /// is kept as a prefix (`https://api.groq.com/openai` -> `/openai/v1/chat/completions`).
+    pub endpoints: Vec<String>,
+    /// Provider API keys, used in turn; a key answered with 429 cools down for Retry-After.
+    /// Empty for servers without auth.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// Extra headers sent upstream on every request (e.g. `OpenAI-Organization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Active health checks; off when absent.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Path requested with GET. Default `/v1/models`.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Default 10s.
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Status that counts as healthy. Default 200.
+    #[serde(default = "default_expected_status")]
+    pub expected_status: u16,
+}
+
+fn default_health_path() -> String {
+    "/v1/models".to_owned()
+}
+
+fn default_health_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_expected_status() -> u16 {
+    200
+}
+
+/// Passive circuit breaker per endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failures (connect errors, timeouts, 5xx) that open the circuit. Default 5.
+    #[serde(default = "default_breaker_failures")]
+    pub failures: u32,
+    /// How long an open circuit refuses traffic before one half-open probe. Default 30s.
+    #[serde(default = "default_breaker_cooldown", with = "humantime_serde")]
+    pub cooldown: Duration,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            failures: default_breaker_failures(),
+            cooldown: default_breaker_cooldown(),
+        }
+    }
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+
+fn default_breaker_cooldown() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// What a logical model is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelMode {
+    #[default]
+    Chat,
+    Embeddings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Name of an entry in `providers`.
+    pub provider: String,
+    /// The model id the provider knows.
+    pub model: String,
+    #[serde(default)]
+    pub mode: ModelMode,
+    /// Largest prompt + output in tokens; targets whose window is smaller than the
+    /// request's estimated prompt are skipped. Unchecked when absent.
+    #[serde(default)]
+    pub context_window: Option<u64>,
+    /// Prices in USD per 1M tokens.
+    #[serde(default)]
+    pub price: Option<PriceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    pub input: f64,
+    pub output: f64,
+    /// Price of cached input tokens; the input price when absent.
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Every given condition must hold; an empty match matches every request.
+    #[serde(default, rename = "match")]
+    pub matcher: RouteMatch,
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Catalog models tried in order after the selected target failed.
+    #[serde(default)]
+    pub fallback: Vec<String>,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Requested model name(s).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub model: Vec<String>,
+    /// Gateway key name(s).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub key: Vec<String>,
+    /// Team(s) of the gateway key.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub team: Vec<String>,
+    /// Request headers that must be present with exactly these values (names case-insensitive).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Entries that must be present in the request's `metadata` object.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Name of a catalog model.
+    pub model: String,
+    /// Share of traffic under the `weighted` strategy. Default 1.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// How a route picks one of its targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Random by weight (the default).
+    #[default]
+    Weighted,
+    /// Lowest EWMA time-to-first-byte, by the power of two random choices.
+    Latency,
+    /// Fewest requests in flight.
+    LeastBusy,
+    /// Cheapest healthy target by price.
+    Cost,
+}
+
+/// A failure class that may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetryOn {
+    /// Status 429.
+    RateLimited,
+    /// Any status 500-599.
+    ServerError,
+    /// Connect, first-byte, idle or total timeout.
+    Timeout,
+    /// Connection refused or reset before a response.
+    Connect,
+}
+
+impl<'de> Deserialize<'de> for RetryOn {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u16),
+            Str(String),
+        }
+        let text = match Raw::deserialize(deserializer)? {
+            Raw::Num(n) => n.to_string(),
+            Raw::Str(s) => s,
+        };
+        match text.as_str() {
+            "429" => Ok(RetryOn::RateLimited),
+            "5xx" => Ok(RetryOn::ServerError),
+            "timeout" => Ok(RetryOn::Timeout),
+            "connect" => Ok(RetryOn::Connect),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown retry condition '{other}', expected one of 429, 5xx, timeout, connect"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts per candidate model (the first try included), each on another endpoint or
+    /// key when there is one. Default 2.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Failures that are retried. Default all: `[429, 5xx, timeout, connect]`.
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<RetryOn>,
+    /// First backoff; doubles per attempt with full jitter. Default 100ms.
+    #[serde(default = "default_backoff_base", with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Longest backoff. Default 2s.
+    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Longest Retry-After the gateway waits for; a longer one moves on to the next
+    /// candidate at once. Default 10s.
+    #[serde(default = "default_max_retry_after", with = "humantime_serde")]
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: default_attempts(),
+            on: default_retry_on(),
+            backoff: default_backoff_base(),
+            backoff_max: default_backoff_max(),
+            max_retry_after: default_max_retry_after(),
+        }
+    }
+}
+
+fn default_attempts() -> u32 {
+    2
+}
+
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![
+        RetryOn::RateLimited,
+        RetryOn::ServerError,
+        RetryOn::Timeout,
+        RetryOn::Connect,
+    ]
+}
+
+fn default_backoff_base() -> Duration {
+    Duration::from_millis(100)
+}
+
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_max_retry_after() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// TCP (and TLS) connect. Default 5s.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect: Duration,
+    /// Until the first byte of the response (streams: the first token). Default 60s.
+    #[serde(default = "default_first_token_timeout", with = "humantime_serde")]
+    pub first_token: Duration,
+    /// Longest silence between two chunks of a response. Default 60s.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle: Duration,
+    /// The whole attempt, from connect to the last byte. Default 10m.
+    #[serde(default = "default_total_timeout", with = "humantime_serde")]
+    pub total: Duration,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            connect: default_connect_timeout(),
+            first_token: default_first_token_timeout(),
+            idle: default_idle_timeout(),
+            total: default_total_timeout(),
+        }
+    }
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_first_token_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_total_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Shown in logs and usable in route matches; never secret.
+    pub name: String,
+    /// `sha256:<64 hex digits>` of the secret; `tollgate keys new` prints one.
+    pub hash: String,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Logical models (catalog names or route `match.model` names) this key may request;
+    /// empty allows all.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Route names this key may be served by; empty allows all.
+    #[serde(default)]
+    pub routes: Vec<String>,
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Raw::deserialize(deserializer)? {
+        Raw::One(s) => vec![s],
+        Raw::Many(v) => v,
+    })
+}
