@@ -2,8 +2,10 @@
 //! every default is documented here and in `conf/tollgate.yaml`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
+use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// A whole `tollgate.yaml`.
@@ -272,25 +274,39 @@ pub enum RetryOn {
 
 impl<'de> Deserialize<'de> for RetryOn {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(u16),
-            Str(String),
+        // A visitor rather than an untagged enum, so a wrong value is named in the error.
+        struct RetryOnVisitor;
+
+        impl Visitor<'_> for RetryOnVisitor {
+            type Value = RetryOn;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("one of 429, 5xx, timeout, connect")
+            }
+
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<RetryOn, E> {
+                self.visit_str(&n.to_string())
+            }
+
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<RetryOn, E> {
+                self.visit_str(&n.to_string())
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<RetryOn, E> {
+                match text {
+                    "429" => Ok(RetryOn::RateLimited),
+                    "5xx" => Ok(RetryOn::ServerError),
+                    "timeout" => Ok(RetryOn::Timeout),
+                    "connect" => Ok(RetryOn::Connect),
+                    other => Err(E::custom(format!(
+                        "unknown retry condition '{other}', expected one of 429, 5xx, \
+                         timeout, connect"
+                    ))),
+                }
+            }
         }
-        let text = match Raw::deserialize(deserializer)? {
-            Raw::Num(n) => n.to_string(),
-            Raw::Str(s) => s,
-        };
-        match text.as_str() {
-            "429" => Ok(RetryOn::RateLimited),
-            "5xx" => Ok(RetryOn::ServerError),
-            "timeout" => Ok(RetryOn::Timeout),
-            "connect" => Ok(RetryOn::Connect),
-            other => Err(serde::de::Error::custom(format!(
-                "unknown retry condition '{other}', expected one of 429, 5xx, timeout, connect"
-            ))),
-        }
+
+        deserializer.deserialize_any(RetryOnVisitor)
     }
 }
 
@@ -417,15 +433,30 @@ pub struct KeyConfig {
     pub routes: Vec<String>,
 }
 
+/// A string or a list of strings. A visitor rather than an untagged enum, so errors say
+/// what was expected and which list element was wrong.
 fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        One(String),
-        Many(Vec<String>),
+    struct OneOrMany;
+
+    impl<'de> Visitor<'de> for OneOrMany {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<String>, E> {
+            Ok(vec![text.to_owned()])
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
     }
-    Ok(match Raw::deserialize(deserializer)? {
-        Raw::One(s) => vec![s],
-        Raw::Many(v) => v,
-    })
+
+    deserializer.deserialize_any(OneOrMany)
 }

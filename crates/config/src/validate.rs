@@ -1,0 +1,476 @@
+//! `Config::validate`: the checks serde cannot make (references between sections,
+//! ranges, formats), each problem reported with its key path, all of them at once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::endpoint::parse_endpoint;
+use crate::error::Problem;
+use crate::keyhash::is_key_hash;
+use crate::model::{
+    Config, ModelConfig, ModelMode, ProviderConfig, RouteConfig, ServerConfig, Strategy,
+};
+use crate::path::KeyPath;
+
+/// The most names a "known: …" hint lists before it abbreviates.
+const MAX_NAMES_SHOWN: usize = 10;
+
+/// Upper bound of `retry.attempts`: more attempts only add latency to a failing request.
+const MAX_ATTEMPTS: u32 = 10;
+
+/// Smallest `server.max_body_bytes`; less cannot hold a chat request.
+const MIN_BODY_BYTES: usize = 1024;
+
+/// Headers that frame or route the upstream request; the gateway sets them itself, and a
+/// configured value could desynchronise the connection.
+const MANAGED_HEADERS: &[&str] = &[
+    "connection",
+    "content-length",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+impl Config {
+    /// Every problem of this config, in document order. Lines are unknown here (`None`);
+    /// [`crate::parse`] and [`crate::load`] fill them in from the source.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut check = Checker {
+            config: self,
+            problems: Vec::new(),
+        };
+        check.server(&self.server);
+        for (name, provider) in &self.providers {
+            check.provider(name, provider);
+        }
+        for (name, model) in &self.models {
+            check.model(name, model);
+        }
+        check.routes();
+        check.keys();
+        check.problems
+    }
+}
+
+struct Checker<'a> {
+    config: &'a Config,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+
+    // === server ===
+
+    fn server(&mut self, server: &ServerConfig) {
+        let base = KeyPath::root().key("server");
+        if server.listen.is_empty() {
+            self.report(
+                base.clone().key("listen"),
+                "at least one address is required",
+            );
+        }
+        let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+        for (i, text) in server.listen.iter().enumerate() {
+            let path = base.clone().key("listen").index(i);
+            let Some(addr) = self.socket_addr(path.clone(), text) else {
+                continue;
+            };
+            // Port 0 asks for any free port, so repeating it is no conflict.
+            if addr.port() == 0 {
+                continue;
+            }
+            let first = *seen.entry(addr).or_insert(i);
+            if first != i {
+                self.report(path, format!("duplicate of server.listen[{first}]"));
+            }
+        }
+        if let Some(admin) = &server.admin_listen {
+            let path = base.clone().key("admin_listen");
+            if let Some(addr) = self.socket_addr(path.clone(), admin) {
+                if let Some(i) = seen.get(&addr) {
+                    self.report(path, format!("same address as server.listen[{i}]"));
+                }
+            }
+        }
+        if server.threads == Some(0) {
+            self.report(base.clone().key("threads"), "must be at least 1");
+        }
+        if server.max_body_bytes < MIN_BODY_BYTES {
+            self.report(
+                base.key("max_body_bytes"),
+                format!(
+                    "{} is below the minimum of {MIN_BODY_BYTES} bytes",
+                    server.max_body_bytes
+                ),
+            );
+        }
+    }
+
+    fn socket_addr(&mut self, path: KeyPath, text: &str) -> Option<SocketAddr> {
+        let parsed = text.parse::<SocketAddr>().ok();
+        if parsed.is_none() {
+            self.report(
+                path,
+                format!(
+                    "'{text}' is not a socket address (expected IP:port, e.g. 0.0.0.0:8080 \
+                     or [::1]:8080)"
+                ),
+            );
+        }
+        parsed
+    }
+
+    // === providers ===
+
+    fn provider(&mut self, name: &str, provider: &ProviderConfig) {
+        let base = KeyPath::root().key("providers").key(name);
+        if name.trim().is_empty() {
+            self.report(base.clone(), "provider name is empty");
+        }
+        if provider.endpoints.is_empty() {
+            self.report(
+                base.clone().key("endpoints"),
+                "at least one endpoint is required",
+            );
+        }
+        for (i, url) in provider.endpoints.iter().enumerate() {
+            if let Err(why) = parse_endpoint(url) {
+                self.report(
+                    base.clone().key("endpoints").index(i),
+                    format!("invalid endpoint: {why}"),
+                );
+            }
+        }
+        for (i, key) in provider.api_keys.iter().enumerate() {
+            let path = base.clone().key("api_keys").index(i);
+            if key.is_empty() {
+                self.report(
+                    path,
+                    "api key is empty (is its environment variable set but empty?)",
+                );
+            } else if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                self.report(
+                    path,
+                    "api key contains whitespace or control characters (a trailing \
+                     newline from a secrets file?)",
+                );
+            }
+        }
+        for (header, value) in &provider.headers {
+            let path = base.clone().key("headers").key(header);
+            self.header_name(path.clone(), header);
+            if value.chars().any(|c| c.is_control() && c != '\t') {
+                self.report(path, "header value contains control characters");
+            }
+        }
+        if let Some(health) = &provider.health_check {
+            let path = base.clone().key("health_check");
+            if !health.path.starts_with('/') {
+                self.report(path.clone().key("path"), "must start with '/'");
+            }
+            if health.interval.is_zero() {
+                self.report(path.clone().key("interval"), "must be above 0");
+            }
+            if !(100..=599).contains(&health.expected_status) {
+                self.report(
+                    path.key("expected_status"),
+                    format!("{} is not an HTTP status", health.expected_status),
+                );
+            }
+        }
+        let breaker = base.key("circuit_breaker");
+        if provider.circuit_breaker.failures == 0 {
+            self.report(breaker.clone().key("failures"), "must be at least 1");
+        }
+        if provider.circuit_breaker.cooldown.is_zero() {
+            self.report(breaker.key("cooldown"), "must be above 0");
+        }
+    }
+
+    fn header_name(&mut self, path: KeyPath, name: &str) {
+        if !is_header_name(name) {
+            self.report(path, format!("'{name}' is not a valid header name"));
+        } else if MANAGED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            self.report(
+                path,
+                format!("'{name}' is set by the gateway and cannot be configured"),
+            );
+        }
+    }
+
+    // === models ===
+
+    fn model(&mut self, name: &str, model: &ModelConfig) {
+        let base = KeyPath::root().key("models").key(name);
+        if name.trim().is_empty() {
+            self.report(base.clone(), "model name is empty");
+        }
+        if !self.config.providers.contains_key(&model.provider) {
+            let known = known(self.config.providers.keys());
+            self.report(
+                base.clone().key("provider"),
+                format!("unknown provider '{}' {known}", model.provider),
+            );
+        }
+        if model.model.trim().is_empty() {
+            self.report(
+                base.clone().key("model"),
+                "the provider's model id is empty",
+            );
+        }
+        if model.context_window == Some(0) {
+            self.report(base.clone().key("context_window"), "must be above 0");
+        }
+        if let Some(price) = &model.price {
+            let path = base.key("price");
+            let fields = [
+                ("input", Some(price.input)),
+                ("output", Some(price.output)),
+                ("cached_input", price.cached_input),
+            ];
+            for (field, value) in fields {
+                if let Some(value) = value.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+                    self.report(
+                        path.clone().key(field),
+                        format!("{value} is not a price; use a finite number >= 0"),
+                    );
+                }
+            }
+        }
+    }
+
+    // === routes ===
+
+    fn routes(&mut self) {
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (i, route) in self.config.routes.iter().enumerate() {
+            let base = KeyPath::root().key("routes").index(i);
+            if route.name.trim().is_empty() {
+                self.report(base.clone().key("name"), "route name is empty");
+            } else if let Some(first) = names.insert(&route.name, i) {
+                self.report(
+                    base.clone().key("name"),
+                    format!(
+                        "duplicate route name '{}' (also routes[{first}])",
+                        route.name
+                    ),
+                );
+            }
+            self.route_match(&base, route);
+            self.route_targets(&base, route);
+            self.route_retry_and_timeouts(&base, route);
+        }
+    }
+
+    fn route_match(&mut self, base: &KeyPath, route: &RouteConfig) {
+        let path = base.clone().key("match");
+        for (j, model) in route.matcher.model.iter().enumerate() {
+            if model.trim().is_empty() {
+                self.report(path.clone().key("model").index(j), "model name is empty");
+            }
+        }
+        for (j, key) in route.matcher.key.iter().enumerate() {
+            if !self.config.keys.iter().any(|k| &k.name == key) {
+                let known = known(self.config.keys.iter().map(|k| &k.name));
+                self.report(
+                    path.clone().key("key").index(j),
+                    format!("unknown key '{key}' {known}"),
+                );
+            }
+        }
+        for header in route.matcher.headers.keys() {
+            if !is_header_name(header) {
+                self.report(
+                    path.clone().key("headers").key(header),
+                    format!("'{header}' is not a valid header name"),
+                );
+            }
+        }
+    }
+
+    fn route_targets(&mut self, base: &KeyPath, route: &RouteConfig) {
+        let targets = base.clone().key("targets");
+        if route.targets.is_empty() {
+            self.report(targets.clone(), "at least one target is required");
+        }
+        if route.strategy == Strategy::Weighted
+            && !route.targets.is_empty()
+            && route.targets.iter().all(|t| t.weight == 0)
+        {
+            self.report(
+                targets.clone(),
+                "every target has weight 0; strategy 'weighted' needs at least one above 0",
+            );
+        }
+        // The first known model sets the route's mode; every other entry must match it.
+        let mut route_mode: Option<(&str, ModelMode)> = None;
+        let entries = route
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(j, t)| (targets.clone().index(j).key("model"), &t.model, true))
+            .chain(
+                route
+                    .fallback
+                    .iter()
+                    .enumerate()
+                    .map(|(j, m)| (base.clone().key("fallback").index(j), m, false)),
+            );
+        for (path, name, is_target) in entries {
+            let Some(model) = self.config.models.get(name) else {
+                let known = known(self.config.models.keys());
+                self.report(path, format!("unknown model '{name}' {known}"));
+                continue;
+            };
+            if is_target && route.strategy == Strategy::Cost && model.price.is_none() {
+                self.report(
+                    path.clone(),
+                    format!("strategy 'cost' needs a price for model '{name}'"),
+                );
+            }
+            match route_mode {
+                None => route_mode = Some((name, model.mode)),
+                Some((first, mode)) if mode != model.mode => self.report(
+                    path,
+                    format!(
+                        "model '{name}' is {} model but '{first}' is {} model; a route's \
+                         targets and fallbacks must share one mode",
+                        mode_name(model.mode),
+                        mode_name(mode)
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn route_retry_and_timeouts(&mut self, base: &KeyPath, route: &RouteConfig) {
+        let retry = base.clone().key("retry");
+        let attempts = route.retry.attempts;
+        if !(1..=MAX_ATTEMPTS).contains(&attempts) {
+            self.report(
+                retry.clone().key("attempts"),
+                format!("{attempts} is out of range; use 1 to {MAX_ATTEMPTS}"),
+            );
+        }
+        if route.retry.backoff > route.retry.backoff_max {
+            self.report(
+                retry.key("backoff"),
+                format!(
+                    "{} exceeds backoff_max ({})",
+                    show(route.retry.backoff),
+                    show(route.retry.backoff_max)
+                ),
+            );
+        }
+        let timeouts = base.clone().key("timeouts");
+        let t = &route.timeouts;
+        for (field, value) in [
+            ("connect", t.connect),
+            ("first_token", t.first_token),
+            ("idle", t.idle),
+            ("total", t.total),
+        ] {
+            if value.is_zero() {
+                self.report(timeouts.clone().key(field), "must be above 0");
+            }
+        }
+    }
+
+    // === keys ===
+
+    fn keys(&mut self) {
+        let config = self.config;
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut hashes: HashMap<&str, usize> = HashMap::new();
+        let requestable: BTreeSet<&String> = config
+            .models
+            .keys()
+            .chain(config.routes.iter().flat_map(|r| &r.matcher.model))
+            .collect();
+        for (i, key) in config.keys.iter().enumerate() {
+            let base = KeyPath::root().key("keys").index(i);
+            if key.name.trim().is_empty() {
+                self.report(base.clone().key("name"), "key name is empty");
+            } else if let Some(first) = names.insert(&key.name, i) {
+                self.report(
+                    base.clone().key("name"),
+                    format!("duplicate key name '{}' (also keys[{first}])", key.name),
+                );
+            }
+            if !is_key_hash(&key.hash) {
+                self.report(
+                    base.clone().key("hash"),
+                    "expected 'sha256:' and 64 lowercase hex digits (`tollgate keys hash` \
+                     prints one)",
+                );
+            } else if let Some(first) = hashes.insert(&key.hash, i) {
+                self.report(
+                    base.clone().key("hash"),
+                    format!("same hash as keys[{first}]; each key needs its own secret"),
+                );
+            }
+            for (j, model) in key.models.iter().enumerate() {
+                if !requestable.contains(model) {
+                    self.report(
+                        base.clone().key("models").index(j),
+                        format!(
+                            "unknown model '{model}': neither a catalog model nor a route's \
+                             match.model {}",
+                            known(requestable.iter().copied())
+                        ),
+                    );
+                }
+            }
+            for (j, route) in key.routes.iter().enumerate() {
+                if !config.routes.iter().any(|r| &r.name == route) {
+                    let known = known(config.routes.iter().map(|r| &r.name));
+                    self.report(
+                        base.clone().key("routes").index(j),
+                        format!("unknown route '{route}' {known}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// An HTTP token (RFC 9110), the syntax of a header name.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn mode_name(mode: ModelMode) -> &'static str {
+    match mode {
+        ModelMode::Chat => "a chat",
+        ModelMode::Embeddings => "an embeddings",
+    }
+}
+
+fn show(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
+}
+
+/// `(known: a, b)`, abbreviated after [`MAX_NAMES_SHOWN`] names.
+fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() {
+        return "(none are defined)".to_owned();
+    }
+    let mut shown = names[..names.len().min(MAX_NAMES_SHOWN)].join(", ");
+    if names.len() > MAX_NAMES_SHOWN {
+        shown.push_str(&format!(" and {} more", names.len() - MAX_NAMES_SHOWN));
+    }
+    format!("(known: {shown})")
+}

@@ -1,0 +1,716 @@
+//! Loading whole documents through the public API: parsing, interpolation, and the
+//! located messages of every validation rule.
+//!
+//! Expected problems are written into the YAML under test as `# <- path: message` markers
+//! on the line the problem must be reported at; `check` asserts that exactly those
+//! problems come back (message text as a prefix).
+
+use std::path::PathBuf;
+
+use tollgate_config::{hash_key, load, parse, ConfigErrors, ModelMode, RetryOn, Strategy};
+
+const ORIGIN: &str = "t.yaml";
+
+/// Providers and models the rule tests build on (lines 1-13).
+const CATALOG: &str = "\
+providers:
+  openai:
+    kind: openai
+    endpoints: [\"https://api.openai.com\"]
+  local: { kind: openai, endpoints: [\"http://127.0.0.1:11434\"] }
+models:
+  mini: { provider: openai, model: gpt-4o-mini, price: { input: 0.15, output: 0.6 } }
+  big: { provider: openai, model: gpt-4o, price: { input: 2.5, output: 10 } }
+  llama: { provider: local, model: llama3.2 }
+  embed:
+    provider: openai
+    model: text-embedding-3-small
+    mode: embeddings
+";
+
+fn errors(yaml: &str) -> Vec<String> {
+    match parse(yaml, ORIGIN) {
+        Ok(_) => Vec::new(),
+        Err(err) => err.to_string().lines().map(str::to_owned).collect(),
+    }
+}
+
+/// Asserts that `yaml` yields exactly the problems its `# <- ` markers announce.
+fn check(yaml: &str) {
+    let got = errors(yaml);
+    let expected: Vec<String> = yaml
+        .lines()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let (_, want) = line.split_once("# <- ")?;
+            Some(format!("{ORIGIN}:{}: {want}", i + 1))
+        })
+        .collect();
+    assert!(!expected.is_empty(), "no markers in the test document");
+    for want in &expected {
+        assert!(
+            got.iter().any(|line| line.starts_with(want.as_str())),
+            "missing problem\n  {want}\ngot:\n  {}",
+            got.join("\n  ")
+        );
+    }
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "unexpected problems:\n  {}",
+        got.join("\n  ")
+    );
+}
+
+fn with_catalog(rest: &str) -> String {
+    format!("{CATALOG}{rest}")
+}
+
+fn conf_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../conf/tollgate.yaml")
+}
+
+// === documents that load ===
+
+#[test]
+fn a_good_config_parses_with_defaults_filled_in() {
+    let yaml = with_catalog(
+        "\
+routes:
+  - name: r
+    match: { model: chat, team: [a, b] }
+    strategy: cost
+    targets: [{ model: mini, weight: 3 }, { model: big }]
+    fallback: [llama]
+    retry: { attempts: 3, on: [429, \"5xx\", timeout], backoff: 50ms }
+    timeouts: { connect: 2s, first_token: 10s }
+  - name: embeddings
+    match: { model: embed }
+    targets: [{ model: embed }]
+keys:
+  - { name: k, hash: \"HASH\", team: a, models: [chat, mini], routes: [r] }
+",
+    )
+    .replace("HASH", &hash_key("secret"));
+    let config = parse(&yaml, ORIGIN).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.server.listen, ["0.0.0.0:8080"]);
+    assert_eq!(config.server.max_body_bytes, 32 * 1024 * 1024);
+    assert_eq!(config.models["embed"].mode, ModelMode::Embeddings);
+    let route = &config.routes[0];
+    assert_eq!(route.strategy, Strategy::Cost);
+    assert_eq!(route.matcher.model, ["chat"]);
+    assert_eq!(route.matcher.team, ["a", "b"]);
+    assert_eq!(route.targets[0].weight, 3);
+    assert_eq!(route.targets[1].weight, 1);
+    assert_eq!(
+        route.retry.on,
+        [RetryOn::RateLimited, RetryOn::ServerError, RetryOn::Timeout]
+    );
+    assert_eq!(route.retry.backoff.as_millis(), 50);
+    assert_eq!(route.retry.backoff_max.as_secs(), 2);
+    assert_eq!(route.timeouts.total.as_secs(), 600);
+    assert_eq!(config.routes[1].retry.attempts, 2);
+    assert_eq!(config.keys[0].team.as_deref(), Some("a"));
+}
+
+#[test]
+fn an_empty_document_is_the_defaults() {
+    let config = parse("", ORIGIN).unwrap();
+    assert!(config.routes.is_empty());
+    assert_eq!(
+        config.server.admin_listen.as_deref(),
+        Some("127.0.0.1:9090")
+    );
+    let config = parse("# nothing but a comment\n", ORIGIN).unwrap();
+    assert!(config.providers.is_empty());
+}
+
+#[test]
+fn the_shipped_config_loads() {
+    std::env::set_var("OPENAI_API_KEY", "sk-test-openai-dummy");
+    std::env::set_var("GROQ_API_KEY", "gsk-test-groq-dummy");
+    let config = load(&conf_file()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.providers["openai"].api_keys,
+        ["sk-test-openai-dummy"]
+    );
+    assert_eq!(config.providers["groq"].api_keys, ["gsk-test-groq-dummy"]);
+    assert!(config
+        .routes
+        .iter()
+        .any(|r| r.strategy == Strategy::Weighted && !r.fallback.is_empty()));
+    assert!(config
+        .routes
+        .iter()
+        .any(|r| r.strategy == Strategy::Latency));
+    assert_eq!(config.keys.len(), 1);
+}
+
+#[test]
+fn truncated_documents_fail_cleanly() {
+    std::env::set_var("OPENAI_API_KEY", "sk-test-openai-dummy");
+    std::env::set_var("GROQ_API_KEY", "gsk-test-groq-dummy");
+    let text = std::fs::read_to_string(conf_file()).unwrap();
+    for end in (0..text.len())
+        .step_by(9)
+        .filter(|&i| text.is_char_boundary(i))
+    {
+        // Any outcome but a panic is fine; most prefixes are valid YAML.
+        let _ = parse(&text[..end], ORIGIN);
+    }
+}
+
+#[test]
+fn load_reports_unreadable_files() {
+    let err = load(&conf_file().with_file_name("does-not-exist.yaml")).unwrap_err();
+    assert!(matches!(err, ConfigErrors::Read { .. }), "{err}");
+    assert!(err.to_string().contains("does-not-exist.yaml: cannot read"));
+}
+
+#[test]
+fn load_names_the_file_in_messages() {
+    let path = std::env::temp_dir().join(format!("tollgate-config-{}.yaml", std::process::id()));
+    std::fs::write(&path, "server:\n  threads: 0\n").unwrap();
+    let err = load(&path).unwrap_err().to_string();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(
+        err,
+        format!("{}:2: server.threads: must be at least 1", path.display())
+    );
+}
+
+// === environment interpolation ===
+
+#[test]
+fn interpolates_variables_and_defaults() {
+    std::env::set_var("TOLLGATE_T1_KEY", "sk-t1");
+    std::env::set_var("TOLLGATE_T1_THREADS", "3");
+    let yaml = "\
+server:
+  threads: ${TOLLGATE_T1_THREADS}
+  admin_listen: \"127.0.0.1:${TOLLGATE_T1_UNSET:-9999}\"
+providers:
+  p:
+    kind: openai
+    endpoints: [\"${TOLLGATE_T1_UNSET_URL:-http://127.0.0.1:11434}\"]
+    api_keys: [\"${TOLLGATE_T1_KEY}\", 'literal-$${NOT_A_VAR}']
+";
+    let config = parse(yaml, ORIGIN).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.server.threads, Some(3));
+    assert_eq!(
+        config.server.admin_listen.as_deref(),
+        Some("127.0.0.1:9999")
+    );
+    let p = &config.providers["p"];
+    assert_eq!(p.endpoints, ["http://127.0.0.1:11434"]);
+    assert_eq!(p.api_keys, ["sk-t1", "literal-${NOT_A_VAR}"]);
+}
+
+#[test]
+fn a_missing_variable_is_named_with_its_line() {
+    let yaml = "\
+providers:
+  p:
+    kind: openai
+    endpoints: [\"http://127.0.0.1:1\"]
+    api_keys:
+      - \"${TOLLGATE_T2_MISSING}\"   # <- providers.p.api_keys[0]: environment variable TOLLGATE_T2_MISSING is not set
+";
+    check(yaml);
+}
+
+#[test]
+fn comments_are_not_interpolated() {
+    let config = parse(
+        "# ${TOLLGATE_T3_MISSING}\nserver: {} # ${ALSO_MISSING}\n",
+        ORIGIN,
+    );
+    assert!(config.is_ok());
+}
+
+#[test]
+fn a_secret_with_quotes_and_newlines_stays_data() {
+    let secret = "sk-\"q\"': x\n- y #z";
+    std::env::set_var("TOLLGATE_T4_HEADER", secret);
+    let yaml = "\
+providers:
+  p:
+    kind: openai
+    endpoints: [\"http://127.0.0.1:1\"]
+    headers:
+      X-A: ${TOLLGATE_T4_HEADER}
+      X-B: \"${TOLLGATE_T4_HEADER}\"
+";
+    let err = parse(yaml, ORIGIN).unwrap_err().to_string();
+    // The newline is refused by validation, but the value arrived whole and unparsed.
+    assert_eq!(
+        err,
+        "t.yaml:6: providers.p.headers.X-A: header value contains control characters\n\
+         t.yaml:7: providers.p.headers.X-B: header value contains control characters"
+    );
+
+    let quotes_only = r#"sk-"q"':x-y#z}]\"#;
+    std::env::set_var("TOLLGATE_T4_KEY", quotes_only);
+    let yaml = "\
+providers:
+  p:
+    kind: openai
+    endpoints: [\"http://127.0.0.1:1\"]
+    api_keys:
+      - ${TOLLGATE_T4_KEY}
+      - \"${TOLLGATE_T4_KEY}\"
+";
+    let config = parse(yaml, ORIGIN).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.providers["p"].api_keys, [quotes_only, quotes_only]);
+}
+
+#[test]
+fn secrets_never_appear_in_messages() {
+    let secret = "sk-live-0123456789\"abc";
+    std::env::set_var("TOLLGATE_T5_KEY", secret);
+    let yaml = "\
+providers:
+  p:
+    kind: openai
+    endpoints: [\"http://127.0.0.1:1\"]
+    api_keys: ${TOLLGATE_T5_KEY}
+";
+    let err = parse(yaml, ORIGIN).unwrap_err().to_string();
+    assert!(
+        err.starts_with("t.yaml:5: providers.p.api_keys: invalid type"),
+        "{err}"
+    );
+    assert!(err.contains("${TOLLGATE_T5_KEY}"), "{err}");
+    assert!(!err.contains("0123456789"), "{err}");
+
+    let literal = "\
+providers:
+  p:
+    kind: openai
+    endpoints: [\"http://127.0.0.1:1\"]
+    api_keys: sk-literal-9876543210
+";
+    let err = parse(literal, ORIGIN).unwrap_err().to_string();
+    assert!(err.contains("<api key>"), "{err}");
+    assert!(!err.contains("9876543210"), "{err}");
+}
+
+// === syntax and types ===
+
+#[test]
+fn a_syntax_error_has_its_line() {
+    let err = parse("server:\n  listen: [\"a\"\nmodels: {}\n", ORIGIN).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("t.yaml:3: "), "{text}");
+    assert_eq!(err.problems().len(), 1);
+}
+
+#[test]
+fn a_duplicate_key_is_reported_where_it_repeats() {
+    check(
+        "\
+server:
+  threads: 2
+  listen: [\"0.0.0.0:1\"]
+  threads: 3   # <- server.threads: duplicate key (first on line 2)
+",
+    );
+}
+
+#[test]
+fn an_unknown_key_is_rejected_with_path_and_line() {
+    check(&with_catalog(
+        "\
+routes:
+  - name: a
+    targets: [{ model: mini }]
+  - name: b
+    targets: [{ model: mini }]
+    retry:
+      attempts: 2
+      atempts: 3   # <- routes[1].retry.atempts: unknown field `atempts`, expected one of
+",
+    ));
+}
+
+#[test]
+fn a_bad_duration_is_rejected_with_its_path() {
+    check(&with_catalog(
+        "\
+routes:
+  - name: a
+    targets: [{ model: mini }]
+    timeouts:
+      connect: 10   # <- routes[0].timeouts.connect: invalid type: integer `10`
+",
+    ));
+    check(&with_catalog(
+        "\
+routes:
+  - name: a
+    targets: [{ model: mini }]
+    timeouts:
+      connect: ten seconds   # <- routes[0].timeouts.connect: invalid value: string \"ten seconds\", expected a duration
+",
+    ));
+}
+
+#[test]
+fn a_bad_retry_condition_names_its_element() {
+    check(&with_catalog(
+        "\
+routes:
+  - name: a
+    targets: [{ model: mini }]
+  - name: b
+    targets: [{ model: mini }]
+    retry: { on: [4xx] }   # <- routes[1].retry.on[0]: unknown retry condition '4xx'
+",
+    ));
+}
+
+#[test]
+fn a_missing_field_points_at_its_parent() {
+    check(&with_catalog(
+        "\
+routes:
+  - name: a   # <- routes[0]: missing field `targets`
+",
+    ));
+}
+
+#[test]
+fn a_wrongly_typed_match_says_what_it_expected() {
+    check(&with_catalog(
+        "\
+routes:
+  - name: a
+    match: { model: { a: b } }   # <- routes[0].match.model: invalid type: map, expected a string or a list of strings
+    targets: [{ model: mini }]
+",
+    ));
+}
+
+// === validation: all at once ===
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let yaml = with_catalog(
+        "\
+server:
+  threads: 0              # <- server.threads: must be at least 1
+routes:
+  - name: a
+    targets: [{ model: gpt-5 }]   # <- routes[0].targets[0].model: unknown model 'gpt-5' (known: big, embed, llama, mini)
+    retry: { attempts: 0 }        # <- routes[0].retry.attempts: 0 is out of range; use 1 to 10
+",
+    );
+    assert_eq!(errors(&yaml).len(), 3);
+    check(&yaml);
+}
+
+// === validation: server ===
+
+#[test]
+fn server_listen_addresses_must_parse() {
+    check(
+        "\
+server:
+  listen: []   # <- server.listen: at least one address is required
+",
+    );
+    check(
+        "\
+server:
+  listen:
+    - localhost:8080   # <- server.listen[0]: 'localhost:8080' is not a socket address
+    - \"[::1]:8080\"
+    - \"[::1]:8080\"   # <- server.listen[2]: duplicate of server.listen[1]
+    - 127.0.0.1:0
+    - 127.0.0.1:0
+  admin_listen: \"[::1]:8080\"   # <- server.admin_listen: same address as server.listen[1]
+",
+    );
+    check(
+        "\
+server:
+  admin_listen: localhost:9090   # <- server.admin_listen: 'localhost:9090' is not a socket address
+",
+    );
+}
+
+#[test]
+fn server_limits_are_checked() {
+    check(
+        "\
+server:
+  max_body_bytes: 1023   # <- server.max_body_bytes: 1023 is below the minimum of 1024 bytes
+  threads: 0             # <- server.threads: must be at least 1
+",
+    );
+    assert!(parse("server: { admin_listen: null }", ORIGIN).is_ok());
+}
+
+// === validation: providers ===
+
+#[test]
+fn provider_endpoints_must_be_http_urls() {
+    check(
+        "\
+providers:
+  a:
+    kind: openai
+    endpoints: []   # <- providers.a.endpoints: at least one endpoint is required
+  b:
+    kind: openai
+    endpoints:
+      - https://api.example.com/v1
+      - ftp://files.example.com      # <- providers.b.endpoints[1]: invalid endpoint: the scheme must be http or https
+      - https://a.example/x?key=1    # <- providers.b.endpoints[2]: invalid endpoint: a query string is not allowed
+      - https://a.example/#top       # <- providers.b.endpoints[3]: invalid endpoint: a fragment is not allowed
+      - https://                     # <- providers.b.endpoints[4]: invalid endpoint: the URL has no host
+      - http://[::1]:8000
+",
+    );
+}
+
+#[test]
+fn provider_keys_and_headers_are_checked_without_quoting_them() {
+    let yaml = "\
+providers:
+  a:
+    kind: openai
+    endpoints: [\"http://127.0.0.1:1\"]
+    api_keys:
+      - \"\"                        # <- providers.a.api_keys[0]: api key is empty
+      - \"sk-secret-value\\n\"        # <- providers.a.api_keys[1]: api key contains whitespace or control characters
+    headers:
+      Content-Length: \"5\"         # <- providers.a.headers.Content-Length: 'Content-Length' is set by the gateway
+      \"Bad Name\": x               # <- providers.a.headers[\"Bad Name\"]: 'Bad Name' is not a valid header name
+      X-Token: \"tok-secret-value\\r\"   # <- providers.a.headers.X-Token: header value contains control characters
+";
+    check(yaml);
+    let err = errors(yaml).join("\n");
+    assert!(!err.contains("secret-value"), "{err}");
+}
+
+#[test]
+fn provider_health_checks_and_breakers_are_checked() {
+    check(
+        "\
+providers:
+  a:
+    kind: openai
+    endpoints: [\"http://127.0.0.1:1\"]
+    health_check:
+      path: v1/models        # <- providers.a.health_check.path: must start with '/'
+      interval: 0s           # <- providers.a.health_check.interval: must be above 0
+      expected_status: 42    # <- providers.a.health_check.expected_status: 42 is not an HTTP status
+    circuit_breaker:
+      failures: 0            # <- providers.a.circuit_breaker.failures: must be at least 1
+      cooldown: 0s           # <- providers.a.circuit_breaker.cooldown: must be above 0
+",
+    );
+}
+
+// === validation: models ===
+
+#[test]
+fn models_reference_providers_and_have_sane_numbers() {
+    check(
+        "\
+providers:
+  openai: { kind: openai, endpoints: [\"https://api.openai.com\"] }
+models:
+  a: { provider: opeanai, model: x }   # <- models.a.provider: unknown provider 'opeanai' (known: openai)
+  b:
+    provider: openai
+    model: \"\"                # <- models.b.model: the provider's model id is empty
+    context_window: 0        # <- models.b.context_window: must be above 0
+  \"gpt-4.1\":
+    provider: openai
+    model: gpt-4.1
+    price:
+      input: -1              # <- models[\"gpt-4.1\"].price.input: -1 is not a price; use a finite number >= 0
+      output: .inf           # <- models[\"gpt-4.1\"].price.output: inf is not a price
+      cached_input: .nan     # <- models[\"gpt-4.1\"].price.cached_input: NaN is not a price
+",
+    );
+}
+
+// === validation: routes ===
+
+#[test]
+fn route_names_are_unique_and_non_empty() {
+    check(&with_catalog(
+        "\
+routes:
+  - name: a
+    targets: [{ model: mini }]
+  - name: \"\"   # <- routes[1].name: route name is empty
+    targets: [{ model: mini }]
+  - name: a     # <- routes[2].name: duplicate route name 'a' (also routes[0])
+    targets: [{ model: mini }]
+",
+    ));
+}
+
+#[test]
+fn route_targets_and_fallbacks_must_be_catalog_models() {
+    check(&with_catalog(
+        "\
+routes:
+  - name: a
+    targets: []   # <- routes[0].targets: at least one target is required
+  - name: b
+    targets:
+      - { model: mini }
+      - { model: gpt-5 }   # <- routes[1].targets[1].model: unknown model 'gpt-5' (known: big, embed, llama, mini)
+    fallback: [big, nope]   # <- routes[1].fallback[1]: unknown model 'nope'
+",
+    ));
+}
+
+#[test]
+fn route_match_model_may_shadow_a_catalog_model() {
+    let yaml = with_catalog(
+        "\
+routes:
+  - name: a
+    match: { model: mini }
+    targets: [{ model: big }]
+",
+    );
+    assert!(parse(&yaml, ORIGIN).is_ok());
+}
+
+#[test]
+fn route_match_keys_must_exist() {
+    check(&with_catalog(
+        "\
+routes:
+  - name: a
+    match:
+      key: [ghost]          # <- routes[0].match.key[0]: unknown key 'ghost' (none are defined)
+      headers: { \"x y\": z }  # <- routes[0].match.headers[\"x y\"]: 'x y' is not a valid header name
+    targets: [{ model: mini }]
+",
+    ));
+}
+
+#[test]
+fn weighted_routes_need_a_positive_weight() {
+    check(&with_catalog(
+        "\
+routes:
+  - name: a
+    targets: [{ model: mini, weight: 0 }, { model: big, weight: 0 }]   # <- routes[0].targets: every target has weight 0
+  - name: b
+    strategy: latency
+    targets: [{ model: mini, weight: 0 }]
+",
+    ));
+}
+
+#[test]
+fn cost_routes_need_prices() {
+    check(&with_catalog(
+        "\
+routes:
+  - name: a
+    strategy: cost
+    targets:
+      - { model: mini }
+      - { model: llama }   # <- routes[0].targets[1].model: strategy 'cost' needs a price for model 'llama'
+    fallback: [llama]
+",
+    ));
+}
+
+#[test]
+fn a_route_does_not_mix_chat_and_embeddings() {
+    check(&with_catalog(
+        "\
+routes:
+  - name: a
+    targets: [{ model: mini }, { model: embed }]   # <- routes[0].targets[1].model: model 'embed' is an embeddings model but 'mini' is a chat model
+    fallback:
+      - embed   # <- routes[0].fallback[0]: model 'embed' is an embeddings model but 'mini' is a chat model
+",
+    ));
+}
+
+#[test]
+fn retry_and_timeouts_are_in_range() {
+    check(&with_catalog(
+        "\
+routes:
+  - name: a
+    targets: [{ model: mini }]
+    retry:
+      attempts: 11       # <- routes[0].retry.attempts: 11 is out of range; use 1 to 10
+      backoff: 5s        # <- routes[0].retry.backoff: 5s exceeds backoff_max (2s)
+    timeouts:
+      connect: 0s        # <- routes[0].timeouts.connect: must be above 0
+      total: 0ms         # <- routes[0].timeouts.total: must be above 0
+  - name: b
+    targets: [{ model: mini }]
+    retry:
+      backoff_max: 1s
+      backoff: 3s        # <- routes[1].retry.backoff: 3s exceeds backoff_max (1s)
+",
+    ));
+}
+
+#[test]
+fn a_defaulted_value_is_reported_at_its_parent() {
+    check(&with_catalog(
+        "\
+routes:
+  - name: a
+    targets: [{ model: mini }]
+    retry: { backoff_max: 10ms }   # <- routes[0].retry.backoff: 100ms exceeds backoff_max (10ms)
+",
+    ));
+}
+
+// === validation: keys ===
+
+#[test]
+fn keys_have_unique_names_and_well_formed_unique_hashes() {
+    let yaml = with_catalog(
+        "\
+keys:
+  - { name: a, hash: \"H1\" }
+  - { name: a, hash: \"H2\" }   # <- keys[1].name: duplicate key name 'a' (also keys[0])
+  - { name: b, hash: \"H1\" }   # <- keys[2].hash: same hash as keys[0]
+  - { name: c, hash: \"sha256:ABC\" }   # <- keys[3].hash: expected 'sha256:' and 64 lowercase hex digits
+  - { name: \"\", hash: \"H3\" }   # <- keys[4].name: key name is empty
+",
+    )
+    .replace("H1", &hash_key("one"))
+    .replace("H2", &hash_key("two"))
+    .replace("H3", &hash_key("three"));
+    check(&yaml);
+}
+
+#[test]
+fn keys_reference_requestable_models_and_routes() {
+    let yaml = with_catalog(
+        "\
+routes:
+  - name: r
+    match: { model: chat }
+    targets: [{ model: mini }]
+keys:
+  - name: a
+    hash: \"H1\"
+    models: [chat, mini, gpt-5]   # <- keys[0].models[2]: unknown model 'gpt-5': neither a catalog model nor a route's match.model
+    routes:
+      - r
+      - s   # <- keys[0].routes[1]: unknown route 's' (known: r)
+",
+    )
+    .replace("H1", &hash_key("one"));
+    check(&yaml);
+}
