@@ -14,6 +14,8 @@ pub enum ErrorKind {
     PermissionDenied,
     /// The requested model or path is not known to the gateway.
     NotFound,
+    /// The path exists but not for this HTTP method.
+    MethodNotAllowed,
     /// The request body is over the configured cap.
     PayloadTooLarge,
     /// A limit of the gateway or of every upstream refused the request.
@@ -36,6 +38,7 @@ impl ErrorKind {
             ErrorKind::Authentication => 401,
             ErrorKind::PermissionDenied => 403,
             ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::RateLimited => 429,
             ErrorKind::Internal => 500,
@@ -48,9 +51,10 @@ impl ErrorKind {
     /// The `error.type` OpenAI clients switch on.
     pub fn openai_type(self) -> &'static str {
         match self {
-            ErrorKind::InvalidRequest | ErrorKind::NotFound | ErrorKind::PayloadTooLarge => {
-                "invalid_request_error"
-            }
+            ErrorKind::InvalidRequest
+            | ErrorKind::NotFound
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::PayloadTooLarge => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::PermissionDenied => "permission_error",
             ErrorKind::RateLimited => "rate_limit_error",
@@ -67,6 +71,7 @@ impl ErrorKind {
             ErrorKind::Authentication => "authentication",
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::NotFound => "not_found",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::BadGateway => "bad_gateway",

@@ -61,6 +61,8 @@ mod tests {
         assert!(RequestId::from_client_or_new(Some(&[b'a'; 200]))
             .as_str()
             .starts_with("req_"));
-        assert!(RequestId::from_client_or_new(None).as_str().starts_with("req_"));
+        assert!(RequestId::from_client_or_new(None)
+            .as_str()
+            .starts_with("req_"));
     }
 }

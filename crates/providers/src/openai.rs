@@ -52,7 +52,10 @@ impl ChatRequest {
                 })
             }
         }
-        if !matches!(body.get("stream"), None | Some(Value::Bool(_)) | Some(Value::Null)) {
+        if !matches!(
+            body.get("stream"),
+            None | Some(Value::Bool(_)) | Some(Value::Null)
+        ) {
             return Err(ProviderError::InvalidField {
                 field: "stream",
                 problem: "must be a boolean",
@@ -366,9 +369,15 @@ mod tests {
         let cases: [(&[u8], &str); 6] = [
             (b"{not json", "not valid JSON"),
             (b"[1]", "JSON object"),
-            (br#"{"messages":[{"role":"user","content":"x"}]}"#, "'model' is required"),
+            (
+                br#"{"messages":[{"role":"user","content":"x"}]}"#,
+                "'model' is required",
+            ),
             (br#"{"model":"m"}"#, "'messages' is required"),
-            (br#"{"model":"m","messages":[]}"#, "'messages' must not be empty"),
+            (
+                br#"{"model":"m","messages":[]}"#,
+                "'messages' must not be empty",
+            ),
             (
                 br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
                 "'stream' must be a boolean",
@@ -416,10 +425,11 @@ mod tests {
         match classify_stream_data(
             r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":1}}}"#,
         ) {
-            StreamPayload::Chunk {
-                usage: Some(u), ..
-            } => {
-                assert_eq!((u.input_tokens, u.output_tokens, u.cached_input_tokens), (3, 5, 1));
+            StreamPayload::Chunk { usage: Some(u), .. } => {
+                assert_eq!(
+                    (u.input_tokens, u.output_tokens, u.cached_input_tokens),
+                    (3, 5, 1)
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -443,6 +453,9 @@ mod tests {
             .headers
             .iter()
             .any(|(k, v)| *k == "authorization" && v == "Bearer sk-test"));
-        assert_eq!(req.extra, vec![("OpenAI-Organization".into(), "org".into())]);
+        assert_eq!(
+            req.extra,
+            vec![("OpenAI-Organization".into(), "org".into())]
+        );
     }
 }

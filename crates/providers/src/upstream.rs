@@ -51,8 +51,14 @@ mod tests {
 
     #[test]
     fn classifies_by_status_and_body() {
-        assert_eq!(classify_upstream_error(429, b""), UpstreamErrorClass::RateLimited);
-        assert_eq!(classify_upstream_error(503, b""), UpstreamErrorClass::Server);
+        assert_eq!(
+            classify_upstream_error(429, b""),
+            UpstreamErrorClass::RateLimited
+        );
+        assert_eq!(
+            classify_upstream_error(503, b""),
+            UpstreamErrorClass::Server
+        );
         assert_eq!(classify_upstream_error(401, b""), UpstreamErrorClass::Auth);
         assert_eq!(
             classify_upstream_error(

@@ -1,0 +1,116 @@
+//! `tollgate`: the AI gateway binary. Parses the command line and hands over to the
+//! subcommand; everything with Pingora in it lives in this crate only.
+
+mod admin;
+mod auth;
+mod demo;
+mod forward;
+mod proxy;
+mod resolve;
+mod server;
+mod snapshot;
+mod tokens;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "An AI gateway: one API for every LLM provider"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with the given configuration file.
+    Run {
+        #[arg(short, long, default_value = "conf/tollgate.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file; prints every problem with file, line and key.
+    Check {
+        #[arg(short, long, default_value = "conf/tollgate.yaml")]
+        config: PathBuf,
+    },
+    /// Manage gateway keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Start mock providers and the gateway with the embedded demo configuration.
+    Demo {
+        /// Client-facing listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Admin listen address.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_listen: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a fresh secret key and the hash to put in the config.
+    New,
+    /// Print the config hash of an existing secret read from standard input.
+    Hash,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => server::run_file(&config),
+        Command::Check { config } => check(&config),
+        Command::Keys { command } => keys(command),
+        Command::Demo {
+            listen,
+            admin_listen,
+        } => demo::run(&listen, &admin_listen),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match tollgate_config::load(path) {
+        Ok(config) => match snapshot::Snapshot::build(config) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("{}: {err}", path.display());
+                ExitCode::FAILURE
+            }
+        },
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keys(command: KeysCommand) -> ExitCode {
+    match command {
+        KeysCommand::New => {
+            let secret = auth::new_secret();
+            println!("secret: {secret}");
+            println!("hash:   {}", tollgate_config::hash_key(&secret));
+            ExitCode::SUCCESS
+        }
+        KeysCommand::Hash => {
+            let mut secret = String::new();
+            if std::io::stdin().read_line(&mut secret).is_err() {
+                eprintln!("could not read the secret from standard input");
+                return ExitCode::FAILURE;
+            }
+            println!("{}", tollgate_config::hash_key(secret.trim()));
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! The gateway's Pingora `ProxyHttp` implementation.
+//!
+//! Every API request is answered in `request_filter`: authenticate, read the body
+//! (bounded), parse, route, then drive the attempt plan (see `forward`). Tollgate owns the
+//! body and the upstream exchange because Pingora 0.9 can only replay a body read before
+//! `upstream_peer` through its 64 KiB retry buffer, and never retries a POST by itself;
+//! prompts of many MiB must route and fail over like small ones. Pingora still provides
+//! the listeners, HTTP parsing, keep-alive, TLS, connection pools and the `logging` phase.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use pingora_core::connectors::http::Connector;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::{ProxyHttp, Session};
+use tollgate_core::{ErrorKind, GatewayError, RequestId};
+use tollgate_providers::openai::{self, ChatRequest, EmbeddingsRequest};
+use tollgate_providers::Operation;
+use tollgate_routing::RouteRequest;
+
+use crate::auth::{presented_secret, GatewayKey};
+use crate::forward::{Exchange, ParsedBody};
+use crate::snapshot::Snapshot;
+use crate::tokens::estimate_prompt_tokens;
+
+pub struct Gateway {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    pub(crate) connector: Connector,
+}
+
+impl Gateway {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
+        Self {
+            snapshot,
+            connector: Connector::new(None),
+        }
+    }
+}
+
+/// What one request did, for the access log.
+pub struct RequestCtx {
+    pub id: RequestId,
+    pub started: Instant,
+    pub key: Option<Arc<str>>,
+    pub route: Option<Arc<str>>,
+    pub model: Option<Arc<str>>,
+    pub status: u16,
+    pub error: Option<&'static str>,
+    pub attempts: usize,
+    pub stream: bool,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            id: RequestId::new(),
+            started: Instant::now(),
+            key: None,
+            route: None,
+            model: None,
+            status: 0,
+            error: None,
+            attempts: 0,
+            stream: false,
+        }
+    }
+
+    /// Never reached: `request_filter` answers every request itself (see the module docs).
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        Error::e_explain(
+            ErrorType::InternalError,
+            "tollgate answers in request_filter",
+        )
+    }
+
+    /// Answers the request. Always returns `Ok(true)`: the response has been written.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.id = RequestId::from_client_or_new(
+            session
+                .req_header()
+                .headers
+                .get("x-request-id")
+                .map(|v| v.as_bytes()),
+        );
+        let snapshot = self.snapshot.load_full();
+        if let Err(err) = self.handle(session, ctx, &snapshot).await {
+            respond_error(session, ctx, &err).await;
+        }
+        Ok(true)
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        tracing::info!(
+            target: "access",
+            request_id = %ctx.id,
+            status = ctx.status,
+            key = ctx.key.as_deref(),
+            route = ctx.route.as_deref(),
+            model = ctx.model.as_deref(),
+            attempts = ctx.attempts,
+            stream = ctx.stream,
+            error = ctx.error,
+            duration_ms = ctx.started.elapsed().as_millis() as u64,
+        );
+    }
+}
+
+impl Gateway {
+    async fn handle(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snap: &Arc<Snapshot>,
+    ) -> std::result::Result<(), GatewayError> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_owned();
+        let endpoint = match path.as_str() {
+            "/v1/chat/completions" | "/chat/completions" => Endpoint::Chat,
+            "/v1/embeddings" | "/embeddings" => Endpoint::Embeddings,
+            "/v1/models" | "/models" => Endpoint::Models,
+            _ => {
+                return Err(GatewayError::new(
+                    ErrorKind::NotFound,
+                    format!("unknown path '{path}'"),
+                )
+                .with_code("unknown_url"))
+            }
+        };
+        let allowed = match endpoint {
+            Endpoint::Models => Method::GET,
+            Endpoint::Chat | Endpoint::Embeddings => Method::POST,
+        };
+        if method != allowed {
+            return Err(GatewayError::new(
+                ErrorKind::MethodNotAllowed,
+                format!("{path} accepts {allowed} only"),
+            ));
+        }
+
+        let key = authenticate(session, snap)?;
+        ctx.key = Some(key.name.clone());
+
+        if endpoint == Endpoint::Models {
+            return list_models(session, ctx, snap, &key).await;
+        }
+
+        let body = read_body(session, snap.config.server.max_body_bytes).await?;
+        let (parsed, op) = match endpoint {
+            Endpoint::Chat => (
+                ParsedBody::Chat(ChatRequest::parse(&body)?),
+                Operation::ChatCompletions,
+            ),
+            _ => (
+                ParsedBody::Embeddings(EmbeddingsRequest::parse(&body)?),
+                Operation::Embeddings,
+            ),
+        };
+        drop(body);
+        ctx.stream = parsed.stream();
+
+        let mut prompt = String::new();
+        parsed.prompt_text(&mut prompt);
+        let estimated_prompt_tokens = estimate_prompt_tokens(&prompt, snap.min_context_window);
+        drop(prompt);
+
+        let plan = snap.router.plan(
+            &RouteRequest {
+                model: parsed.model(),
+                key: key.scope(),
+                headers: &session.req_header().headers,
+                metadata: parsed.metadata(),
+                estimated_prompt_tokens,
+            },
+            &snap.upstreams,
+            Instant::now(),
+            &mut rand::rng(),
+        )?;
+        ctx.route = Some(plan.route.clone());
+
+        Exchange {
+            gateway: self,
+            snapshot: snap,
+            op,
+            body: &parsed,
+            plan: &plan,
+        }
+        .run(session, ctx)
+        .await
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Chat,
+    Embeddings,
+    Models,
+}
+
+fn authenticate(
+    session: &Session,
+    snap: &Snapshot,
+) -> std::result::Result<Arc<GatewayKey>, GatewayError> {
+    let secret = presented_secret(&session.req_header().headers).ok_or_else(|| {
+        GatewayError::new(
+            ErrorKind::Authentication,
+            "missing API key: send it as 'Authorization: Bearer <key>', 'x-api-key' or 'api-key'",
+        )
+        .with_code("missing_api_key")
+    })?;
+    snap.keys.authenticate(secret).ok_or_else(|| {
+        GatewayError::new(ErrorKind::Authentication, "invalid API key").with_code("invalid_api_key")
+    })
+}
+
+async fn list_models(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    snap: &Snapshot,
+    key: &GatewayKey,
+) -> std::result::Result<(), GatewayError> {
+    let ids: Vec<String> = snap
+        .router
+        .models_for_key(&key.scope(), None)
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let body = openai::models_list(&ids, created);
+    respond_json(session, ctx, 200, Bytes::from(body), &[]).await;
+    Ok(())
+}
+
+/// Reads the whole request body, refusing more than `cap` bytes (before reading any when
+/// the client declared a larger Content-Length).
+async fn read_body(session: &mut Session, cap: usize) -> std::result::Result<Bytes, GatewayError> {
+    let too_large = || {
+        GatewayError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("request body is larger than the limit of {cap} bytes"),
+        )
+        .with_code("request_too_large")
+    };
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > cap) {
+        session.set_keepalive(None);
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(cap));
+    loop {
+        let chunk = session.read_request_body().await.map_err(|e| {
+            GatewayError::invalid_request(format!(
+                "could not read the request body: {}",
+                e.etype().as_str()
+            ))
+        })?;
+        let Some(chunk) = chunk else { break };
+        if body.len() + chunk.len() > cap {
+            session.set_keepalive(None);
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Writes a complete JSON response.
+pub async fn respond_json(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    body: Bytes,
+    extra_headers: &[(&'static str, String)],
+) {
+    ctx.status = status;
+    let Ok(mut header) = ResponseHeader::build(status, Some(4 + extra_headers.len())) else {
+        return;
+    };
+    let _ = header.insert_header("content-type", "application/json");
+    let _ = header.insert_header("content-length", body.len().to_string());
+    let _ = header.insert_header("x-request-id", ctx.id.as_str());
+    for (name, value) in extra_headers {
+        let _ = header.insert_header(*name, value.as_str());
+    }
+    if session
+        .write_response_header(Box::new(header), false)
+        .await
+        .is_ok()
+    {
+        let _ = session.write_response_body(Some(body), true).await;
+    }
+}
+
+/// Answers with the gateway's error in OpenAI's schema.
+pub async fn respond_error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayError) {
+    ctx.error = Some(err.kind.label());
+    let mut extra = Vec::new();
+    if let Some(secs) = err.retry_after {
+        extra.push(("retry-after", secs.to_string()));
+    }
+    respond_json(
+        session,
+        ctx,
+        err.status(),
+        Bytes::from(err.openai_body()),
+        &extra,
+    )
+    .await;
+}
+
+/// Rounds a wait up to whole seconds for a `Retry-After` header.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}

@@ -1,0 +1,88 @@
+//! Builds the Pingora server: the proxy service on the client listeners, the admin
+//! service, and the health-check background services; then serves until stopped.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::Server;
+use pingora_core::services::listening::Service;
+use tollgate_config::Config;
+
+use crate::admin::Admin;
+use crate::proxy::Gateway;
+use crate::snapshot::Snapshot;
+
+pub fn run_file(path: &Path) -> ExitCode {
+    init_logging();
+    match tollgate_config::load(path) {
+        Ok(config) => run(config),
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Serves `config` until the process is told to stop. Never returns on success: Pingora
+/// exits the process when it has shut down.
+pub fn run(config: Config) -> ExitCode {
+    let snapshot = match Snapshot::build(config) {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen = snapshot.config.server.listen.clone();
+    let admin_listen = snapshot.config.server.admin_listen.clone();
+    let threads = snapshot
+        .config
+        .server
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let health = tollgate_routing::health_services(&snapshot.upstreams);
+    let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+
+    let conf = ServerConf {
+        threads,
+        // Tollgate retries on its own plan; Pingora's proxy loop runs each request once.
+        max_retries: 1,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(snapshot.clone()),
+        "tollgate",
+    );
+    for addr in &listen {
+        proxy.add_tcp(addr);
+    }
+    server.add_service(proxy);
+
+    if let Some(addr) = admin_listen {
+        let mut admin = Service::new("tollgate admin".to_owned(), Admin { snapshot });
+        admin.add_tcp(&addr);
+        server.add_service(admin);
+    }
+    for service in health {
+        server.add_service(service);
+    }
+    tracing::info!(listen = ?listen, threads, "tollgate serving");
+    server.run_forever()
+}

@@ -1,0 +1,107 @@
+//! A mock LLM provider speaking OpenAI's HTTP dialect, for end-to-end tests, the bench
+//! suite and `tollgate demo`.
+//!
+//! The server answers `/v1/chat/completions` (plain and streamed), `/v1/embeddings`,
+//! `/v1/models` and `/health`, with latency and token-rate knobs ([`MockConfig`]), and a
+//! control API under `/__mock/` that queues faults and exposes every request received.
+//! See the crate's `README.md` for the wire-level contract.
+//!
+//! Embed it with [`spawn`] (binds `127.0.0.1:0`) or [`serve`] (any listener).
+
+mod chat;
+mod control;
+mod embeddings;
+mod error;
+mod faults;
+mod state;
+mod v1;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, get, post};
+use axum::serve::ListenerExt;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::state::App;
+
+/// Largest request body accepted, on every route.
+///
+/// Tests push 16 MiB bodies through the gateway and need them to arrive whole; beyond
+/// 64 MiB a request is almost surely a bug, and the mock answers 413 rather than hold it
+/// in memory (a body is buffered whole while it is parsed).
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Knobs that shape every answer; the CLI flags of `tollgate-mock` map onto these fields.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// Fixed reply text. `None` makes a reply of [`MockConfig::tokens`] words
+    /// `"tok0 tok1 … "`.
+    pub reply: Option<String>,
+    /// Number of words in the generated reply when [`MockConfig::reply`] is `None`.
+    pub tokens: usize,
+    /// Pause before each streamed token after the first.
+    pub token_delay: Duration,
+    /// Pause before the first streamed token (the role chunk goes out at once).
+    pub first_token_delay: Duration,
+    /// Prepended to every model id the mock reports (responses and `/v1/models`), so a
+    /// test can tell which of several mocks answered.
+    pub model_prefix: String,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            reply: None,
+            tokens: 16,
+            token_delay: Duration::from_millis(20),
+            first_token_delay: Duration::ZERO,
+            model_prefix: String::new(),
+        }
+    }
+}
+
+/// Serves the mock on `listener` until the task is dropped or aborted.
+///
+/// Only a failure of the listener itself ends it with an error.
+pub async fn serve(listener: TcpListener, cfg: MockConfig) -> std::io::Result<()> {
+    let app = router(Arc::new(App::new(cfg)));
+    // Streams are many small writes; without TCP_NODELAY, Nagle's algorithm would hold
+    // each token back until the previous one is acknowledged.
+    let listener = listener.tap_io(|tcp| {
+        // A socket that refuses the option still works, only with coarser timing.
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app).await
+}
+
+/// Binds `127.0.0.1:0`, starts [`serve`] on a new task and returns the bound address.
+pub async fn spawn(
+    cfg: MockConfig,
+) -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    Ok((addr, tokio::spawn(serve(listener, cfg))))
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/{*rest}", any(v1::dispatch))
+        .route("/health", get(control::health))
+        .route(
+            "/__mock/faults",
+            post(control::add_faults).delete(control::clear_faults),
+        )
+        .route("/__mock/health", post(control::set_health))
+        .route(
+            "/__mock/requests",
+            get(control::requests).delete(control::clear_requests),
+        )
+        .route("/__mock/stats", get(control::stats))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}

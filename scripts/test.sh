@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, lints, config files, unit and end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+export CARGO_TERM_COLOR=never
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --bins
+for f in conf/*.yaml conf/examples/*.yaml; do
+  [ -e "$f" ] || continue
+  OPENAI_API_KEY=dummy GROQ_API_KEY=dummy ./target/debug/tollgate check -c "$f"
+done
+TOLLGATE_VENV="$PWD/.venv" cargo test --workspace -- --test-threads=2

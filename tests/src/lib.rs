@@ -1,0 +1,372 @@
+//! One harness for the end-to-end tests: starts the real `tollgate` and `tollgate-mock`
+//! binaries on loopback ports, waits until they serve, and stops them when dropped.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The gateway key every test config accepts; `hash` is its config entry.
+pub const TEST_KEY: &str = "tg-test-key";
+pub const OTHER_KEY: &str = "tg-other-key";
+
+pub fn key_hash(secret: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+    )
+}
+
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Directory of the built binaries; builds them once if they are missing.
+pub fn bin_dir() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join("target"));
+    let dir = target.join("debug");
+    BUILD.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "tollgate-gateway",
+                "-p",
+                "tollgate-mock",
+                "--bins",
+            ])
+            .current_dir(workspace_dir())
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building the binaries failed");
+    });
+    dir
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child when dropped, so a failing test leaves no process behind.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// === impl Mock ===
+
+/// A `tollgate-mock` process.
+pub struct Mock {
+    pub url: String,
+    pub port: u16,
+    _proc: Proc,
+}
+
+impl Mock {
+    pub fn start(args: &[&str]) -> Mock {
+        let mut child = Command::new(bin_dir().join("tollgate-mock"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tollgate-mock");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("mock said {line:?}"));
+        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        Mock {
+            url: format!("http://{addr}"),
+            port,
+            _proc: Proc(child),
+        }
+    }
+
+    pub async fn faults(&self, rules: Value) {
+        let resp = client()
+            .post(format!("{}/__mock/faults", self.url))
+            .json(&rules)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "set faults: {}", resp.status());
+    }
+
+    pub async fn set_health(&self, status: u16) {
+        let resp = client()
+            .post(format!("{}/__mock/health", self.url))
+            .json(&serde_json::json!({ "status": status }))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+    }
+
+    /// The requests this mock received on /v1/*.
+    pub async fn requests(&self) -> Vec<Value> {
+        client()
+            .get(format!("{}/__mock/requests", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub async fn chat_requests(&self) -> Vec<Value> {
+        self.requests()
+            .await
+            .into_iter()
+            .filter(|r| r["path"] == "/v1/chat/completions")
+            .collect()
+    }
+}
+
+// === impl Gateway ===
+
+/// A `tollgate run` process with its own config file.
+pub struct Gateway {
+    pub url: String,
+    pub admin_url: String,
+    pub config_path: PathBuf,
+    _dir: TempDir,
+    _proc: Proc,
+}
+
+impl Gateway {
+    /// Starts the gateway with `config` (YAML; `server.listen`/`admin_listen` are added).
+    pub async fn start(config: &str) -> Gateway {
+        Self::start_with_server(config, "").await
+    }
+
+    /// Like [`Gateway::start`], with `server_extra` (indented YAML lines) added under `server:`.
+    pub async fn start_with_server(config: &str, server_extra: &str) -> Gateway {
+        for _ in 0..5 {
+            let port = free_port();
+            let admin_port = free_port();
+            let dir = TempDir::new();
+            let path = dir.0.join("tollgate.yaml");
+            let full = format!(
+                "server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin_listen: \"127.0.0.1:{admin_port}\"\n  threads: 2\n{server_extra}{}\n",
+                config.trim_start_matches('\n')
+            );
+            std::fs::write(&path, full).unwrap();
+            let child = Command::new(bin_dir().join("tollgate"))
+                .args(["run", "-c"])
+                .arg(&path)
+                .env(
+                    "TOLLGATE_LOG",
+                    std::env::var("TOLLGATE_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start tollgate");
+            let mut proc = Proc(child);
+            let gw = format!("http://127.0.0.1:{port}");
+            let admin = format!("http://127.0.0.1:{admin_port}");
+            if wait_ready(&mut proc, &format!("{admin}/healthz"), &gw).await {
+                return Gateway {
+                    url: gw,
+                    admin_url: admin,
+                    config_path: path,
+                    _dir: dir,
+                    _proc: proc,
+                };
+            }
+        }
+        panic!("the gateway did not become ready");
+    }
+
+    pub fn chat_url(&self) -> String {
+        format!("{}/v1/chat/completions", self.url)
+    }
+
+    /// POSTs a chat completion with the test key.
+    pub async fn chat(&self, body: Value) -> reqwest::Response {
+        client()
+            .post(self.chat_url())
+            .bearer_auth(TEST_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn upstreams(&self) -> Value {
+        client()
+            .get(format!("{}/admin/upstreams", self.admin_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+async fn wait_ready(proc: &mut Proc, health: &str, gw: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = proc.0.try_wait() {
+            return false;
+        }
+        let admin_ok = client()
+            .get(health)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        let gw_ok = client().get(format!("{gw}/v1/models")).send().await.is_ok();
+        if admin_ok && gw_ok {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Polls `check` until it holds or `timeout` passes; for conditions that settle
+/// asynchronously (health checks), never for timing.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// A minimal chat body for `model`.
+pub fn chat_body(model: &str) -> Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]})
+}
+
+/// Parses an SSE body into its `data:` payloads.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|event| {
+            event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect()
+}
+
+/// The concatenated `delta.content` of an OpenAI stream.
+pub fn stream_text(data: &[String]) -> String {
+    data.iter()
+        .filter(|d| d.as_str() != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The standard two-provider config used by most tests. `extra` is appended verbatim.
+pub fn two_mock_config(a: &Mock, b: &Mock, extra: &str) -> String {
+    format!(
+        r#"
+providers:
+  a:
+    kind: openai
+    endpoints: ["{a}"]
+    api_keys: ["sk-provider-a"]
+    circuit_breaker: {{ failures: 3, cooldown: 30s }}
+  b:
+    kind: openai
+    endpoints: ["{b}"]
+    api_keys: ["sk-provider-b"]
+models:
+  model-a: {{ provider: a, model: upstream-a, context_window: 100000 }}
+  model-b: {{ provider: b, model: upstream-b, context_window: 100000 }}
+  small-a: {{ provider: a, model: upstream-small, context_window: 50 }}
+  embed-a: {{ provider: a, model: upstream-embed, mode: embeddings }}
+keys:
+  - {{ name: test, hash: "{k1}", team: core }}
+  - {{ name: other, hash: "{k2}", team: guests, models: [model-b] }}
+{extra}
+"#,
+        a = a.url,
+        b = b.url,
+        k1 = key_hash(TEST_KEY),
+        k2 = key_hash(OTHER_KEY),
+    )
+}
+
+/// A temporary directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tollgate-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `tollgate` with `tollgate-mock` providers over loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod api;
+mod cli;
+mod failover;
+mod large;
+mod routing;
+mod sdk;
