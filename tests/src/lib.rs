@@ -186,7 +186,7 @@ impl Gateway {
                 .arg(&path)
                 .env(
                     "TOLLGATE_LOG",
-                    std::env::var("TOLLGATE_LOG").unwrap_or_else(|_| "warn".into()),
+                    std::env::var("TOLLGATE_LOG").unwrap_or_else(|_| "error".into()),
                 )
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())

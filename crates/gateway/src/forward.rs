@@ -322,17 +322,10 @@ impl Exchange<'_> {
         connector
             .release_http_session(upstream, &peer, Some(UPSTREAM_IDLE_KEEPALIVE))
             .await;
-        ctx.status = status;
-        let mut header = match ResponseHeader::build(status, Some(4)) {
-            Ok(h) => h,
-            Err(_) => return Attempt::Failed(Failure::Other),
+        let Some(header) = response_header(ctx, status, "application/json", Some(body.len()))
+        else {
+            return Attempt::Failed(Failure::Other);
         };
-        let _ = header.insert_header("content-type", "application/json");
-        let _ = header.insert_header("content-length", body.len().to_string());
-        let _ = header.insert_header("x-request-id", ctx.id.as_str());
-        if let Some(model) = &ctx.model {
-            let _ = header.insert_header("x-tollgate-model", &**model);
-        }
         if session
             .write_response_header(Box::new(header), false)
             .await
@@ -487,15 +480,9 @@ impl StreamRelay {
 
     async fn flush(&mut self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Attempt> {
         if !self.header_sent {
-            ctx.status = 200;
             let mut header =
-                ResponseHeader::build(200, Some(5)).map_err(|_| Attempt::ClientGone)?;
-            let _ = header.insert_header("content-type", "text/event-stream");
+                response_header(ctx, 200, "text/event-stream", None).ok_or(Attempt::ClientGone)?;
             let _ = header.insert_header("cache-control", "no-cache");
-            let _ = header.insert_header("x-request-id", ctx.id.as_str());
-            if let Some(model) = &ctx.model {
-                let _ = header.insert_header("x-tollgate-model", &**model);
-            }
             if session
                 .write_response_header(Box::new(header), false)
                 .await
@@ -514,6 +501,29 @@ impl StreamRelay {
             .await
             .map_err(|_| Attempt::ClientGone)
     }
+}
+
+/// The head of a response the gateway relays: status, content type, length when known,
+/// the request id and the logical model that served it. Records the status for the log.
+fn response_header(
+    ctx: &mut RequestCtx,
+    status: u16,
+    content_type: &str,
+    content_length: Option<usize>,
+) -> Option<ResponseHeader> {
+    ctx.status = status;
+    let mut header = ResponseHeader::build(status, Some(5)).ok()?;
+    header.insert_header("content-type", content_type).ok()?;
+    if let Some(len) = content_length {
+        header
+            .insert_header("content-length", len.to_string())
+            .ok()?;
+    }
+    header.insert_header("x-request-id", ctx.id.as_str()).ok()?;
+    if let Some(model) = &ctx.model {
+        header.insert_header("x-tollgate-model", &**model).ok()?;
+    }
+    Some(header)
 }
 
 /// Cool-down for a key answered with 429 and no Retry-After.

@@ -10,6 +10,21 @@ fn tollgate() -> Command {
     Command::new(bin_dir().join("tollgate"))
 }
 
+/// Runs `tollgate check` on a file with `content`; returns whether it passed and stderr.
+fn check(dir: &TempDir, content: &str) -> (bool, String) {
+    let path = dir.0.join("bad.yaml");
+    std::fs::write(&path, content).unwrap();
+    let out = tollgate()
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn check_accepts_the_shipped_configs() {
     for file in ["conf/demo.yaml", "conf/tollgate.yaml"] {
@@ -31,9 +46,8 @@ fn check_accepts_the_shipped_configs() {
 #[test]
 fn check_names_file_line_and_key_of_every_problem() {
     let dir = TempDir::new();
-    let path = dir.0.join("bad.yaml");
-    std::fs::write(
-        &path,
+    let (ok, err) = check(
+        &dir,
         r#"providers:
   p: { kind: openai, endpoints: ["http://127.0.0.1:1"] }
 models:
@@ -44,45 +58,24 @@ routes:
     targets: [{ model: nope }]
     timeouts: { connect: 2s }
 "#,
-    )
-    .unwrap();
-    let out = tollgate()
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
+    assert!(!ok);
     assert!(err.contains("bad.yaml:8"), "{err}");
     assert!(err.contains("routes[0].targets[0].model"), "{err}");
     assert!(err.contains("nope"), "{err}");
 
-    std::fs::write(
-        &path,
+    let (ok, err) = check(
+        &dir,
         "server:\n  listen: [\"127.0.0.1:1\"]\n  lisen: oops\n",
-    )
-    .unwrap();
-    let out = tollgate()
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
+    assert!(!ok);
     assert!(err.contains("bad.yaml:3") && err.contains("lisen"), "{err}");
 
-    std::fs::write(
-        &path,
+    let (ok, err) = check(
+        &dir,
         "routes:\n  - name: r\n    targets: []\n    timeouts: { connect: ten seconds }\n",
-    )
-    .unwrap();
-    let out = tollgate()
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
+    assert!(!ok);
     assert!(err.contains("routes[0].timeouts.connect"), "{err}");
 }
 
@@ -118,7 +111,7 @@ async fn demo_serves_the_printed_examples() {
                 "--admin-listen",
                 &format!("127.0.0.1:{admin}"),
             ])
-            .env("TOLLGATE_LOG", "warn")
+            .env("TOLLGATE_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
