@@ -186,6 +186,8 @@ impl Exchange<'_> {
             let now = Instant::now();
             match outcome {
                 Attempt::Answered => {
+                    self.gateway.metrics.attempt(&candidate.provider, None);
+                    ctx.fallback = next.candidate > 0;
                     attempts.record(AttemptRecord {
                         candidate: next.candidate,
                         endpoint: Some(endpoint.index),
@@ -198,10 +200,20 @@ impl Exchange<'_> {
                     return Ok(());
                 }
                 Attempt::Rejected { status, body } => {
+                    let failure = Failure::Status {
+                        code: status,
+                        retry_after: None,
+                    };
+                    self.gateway
+                        .metrics
+                        .attempt(&candidate.provider, Some(&failure));
                     relay_rejection(session, ctx, status, body).await;
                     return Ok(());
                 }
                 Attempt::Failed(failure) => {
+                    self.gateway
+                        .metrics
+                        .attempt(&candidate.provider, Some(&failure));
                     match &failure {
                         Failure::Status {
                             code: 429,
@@ -350,6 +362,7 @@ impl Exchange<'_> {
     ) -> Attempt {
         let timeouts = &self.plan.timeouts;
         upstream.set_read_timeout(Some(timeouts.first_token));
+        let _active = self.gateway.metrics.stream_started();
         let mut relay = StreamRelay::new();
         let mut events = Vec::new();
         let mut first_byte = true;
@@ -512,6 +525,7 @@ fn response_header(
     content_length: Option<usize>,
 ) -> Option<ResponseHeader> {
     ctx.status = status;
+    ctx.first_byte = Some(Instant::now());
     let mut header = ResponseHeader::build(status, Some(5)).ok()?;
     header.insert_header("content-type", content_type).ok()?;
     if let Some(len) = content_length {

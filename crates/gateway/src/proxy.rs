@@ -26,19 +26,22 @@ use tollgate_routing::RouteRequest;
 
 use crate::auth::{presented_secret, GatewayKey};
 use crate::forward::{Exchange, ParsedBody};
+use crate::metrics::{Metrics, RequestDone};
 use crate::snapshot::Snapshot;
 use crate::tokens::estimate_prompt_tokens;
 
 pub struct Gateway {
     snapshot: Arc<ArcSwap<Snapshot>>,
     pub(crate) connector: Connector,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Gateway {
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
         Self {
             snapshot,
             connector: Connector::new(None),
+            metrics,
         }
     }
 }
@@ -54,6 +57,10 @@ pub struct RequestCtx {
     pub error: Option<&'static str>,
     pub attempts: usize,
     pub stream: bool,
+    /// When the first byte of the answer went to the client.
+    pub first_byte: Option<Instant>,
+    /// Served by a candidate after the first (a fallback model).
+    pub fallback: bool,
 }
 
 #[async_trait]
@@ -71,6 +78,8 @@ impl ProxyHttp for Gateway {
             error: None,
             attempts: 0,
             stream: false,
+            first_byte: None,
+            fallback: false,
         }
     }
 
@@ -103,6 +112,16 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.metrics.request(&RequestDone {
+            route: ctx.route.as_deref().unwrap_or(""),
+            model: ctx.model.as_deref().unwrap_or(""),
+            status: ctx.status,
+            error: ctx.error.unwrap_or(""),
+            stream: ctx.stream,
+            started: ctx.started,
+            first_byte: ctx.first_byte,
+            fallback: ctx.fallback,
+        });
         tracing::info!(
             target: "access",
             request_id = %ctx.id,

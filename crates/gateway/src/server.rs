@@ -12,6 +12,7 @@ use pingora_core::services::listening::Service;
 use tollgate_config::Config;
 
 use crate::admin::Admin;
+use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::snapshot::Snapshot;
 
@@ -53,6 +54,13 @@ pub fn run(config: Config) -> ExitCode {
         .server
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let metrics = match Metrics::new() {
+        Ok(m) => Arc::new(m),
+        Err(err) => {
+            eprintln!("could not set up metrics: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let health = tollgate_routing::health_services(&snapshot.upstreams);
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
 
@@ -67,7 +75,7 @@ pub fn run(config: Config) -> ExitCode {
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(snapshot.clone()),
+        Gateway::new(snapshot.clone(), metrics.clone()),
         "tollgate",
     );
     for addr in &listen {
@@ -76,7 +84,7 @@ pub fn run(config: Config) -> ExitCode {
     server.add_service(proxy);
 
     if let Some(addr) = admin_listen {
-        let mut admin = Service::new("tollgate admin".to_owned(), Admin { snapshot });
+        let mut admin = Service::new("tollgate admin".to_owned(), Admin { snapshot, metrics });
         admin.add_tcp(&addr);
         server.add_service(admin);
     }

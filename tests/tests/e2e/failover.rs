@@ -258,3 +258,59 @@ keys:
         .unwrap();
     assert_eq!(health.status(), 200);
 }
+
+#[tokio::test]
+async fn metrics_count_requests_attempts_fallbacks_and_circuits() {
+    let a = Mock::start(&[]);
+    let b = Mock::start(&[]);
+    let gw = Gateway::start(&two_mock_config(&a, &b, FALLBACK)).await;
+    a.faults(json!([{"status": 500, "times": 2}])).await;
+    assert_eq!(gw.chat(chat_body("chat")).await.status(), 200);
+    let mut body = chat_body("chat");
+    body["stream"] = json!(true);
+    let streamed = gw.chat(body).await.text().await.unwrap();
+    assert!(streamed.ends_with("data: [DONE]\n\n"), "{streamed}");
+    // The logging phase runs just after the client has the last byte: wait for it.
+    let scrape = || async {
+        client()
+            .get(format!("{}/metrics", gw.admin_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let settled = eventually(Duration::from_secs(5), || async {
+        scrape()
+            .await
+            .lines()
+            .any(|l| l == "tollgate_active_streams 0")
+    })
+    .await;
+    assert!(settled, "{}", scrape().await);
+    let text = scrape().await;
+    let has = |needle: &str| text.lines().any(|l| l.starts_with(needle));
+    assert!(
+        has(r#"tollgate_requests_total{error="",model="model-b",route="main",status="2xx"} 1"#),
+        "{text}"
+    );
+    assert!(
+        has(r#"tollgate_requests_total{error="",model="model-a",route="main",status="2xx"} 1"#),
+        "{text}"
+    );
+    assert!(
+        has(r#"tollgate_upstream_attempts_total{outcome="server_error",provider="a"} 2"#),
+        "{text}"
+    );
+    assert!(has(r#"tollgate_fallbacks_total{route="main"} 1"#), "{text}");
+    assert!(
+        has(r#"tollgate_time_to_first_byte_seconds_count{route="main",stream="true"} 1"#),
+        "{text}"
+    );
+    assert!(
+        has(r#"tollgate_circuit_state{endpoint="0",provider="a"} 0"#),
+        "{text}"
+    );
+    assert!(has("tollgate_active_streams 0"), "{text}");
+}

@@ -1,0 +1,245 @@
+//! Prometheus metrics, `tollgate_` prefix. Every label takes values from a set the
+//! operator's config bounds (routes, catalog models, providers, endpoints) or from a
+//! fixed list in this file, so a hostile client cannot grow the series count.
+
+use std::time::Instant;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use tollgate_routing::{CircuitState, Failure, Upstreams};
+
+/// Latency buckets in seconds: LLM calls span milliseconds (cache, errors) to minutes.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    ttft: HistogramVec,
+    attempts: IntCounterVec,
+    fallbacks: IntCounterVec,
+    active_streams: IntGauge,
+    circuit_state: IntGaugeVec,
+    endpoint_healthy: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let latency = |name: &str, help: &str| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                &["route", "stream"],
+            )
+        };
+        let metrics = Metrics {
+            registry: Registry::new(),
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_requests_total",
+                    "Requests answered, by route, served model, status class and error",
+                ),
+                &["route", "model", "status", "error"],
+            )?,
+            duration: latency(
+                "tollgate_request_duration_seconds",
+                "Time from request to the last byte of the answer",
+            )?,
+            ttft: latency(
+                "tollgate_time_to_first_byte_seconds",
+                "Time from request to the first byte sent to the client (the first token on streams)",
+            )?,
+            attempts: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_upstream_attempts_total",
+                    "Upstream attempts by provider and outcome",
+                ),
+                &["provider", "outcome"],
+            )?,
+            fallbacks: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_fallbacks_total",
+                    "Requests served by a fallback candidate, by route",
+                ),
+                &["route"],
+            )?,
+            active_streams: IntGauge::new("tollgate_active_streams", "Streams being relayed now")?,
+            circuit_state: IntGaugeVec::new(
+                Opts::new(
+                    "tollgate_circuit_state",
+                    "Circuit of each endpoint: 0 closed, 1 half-open, 2 open",
+                ),
+                &["provider", "endpoint"],
+            )?,
+            endpoint_healthy: IntGaugeVec::new(
+                Opts::new(
+                    "tollgate_endpoint_healthy",
+                    "Active health of each endpoint: 1 healthy, 0 unhealthy (absent without a check)",
+                ),
+                &["provider", "endpoint"],
+            )?,
+        };
+        for collector in metrics.collectors() {
+            metrics.registry.register(collector)?;
+        }
+        Ok(metrics)
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.requests.clone()),
+            Box::new(self.duration.clone()),
+            Box::new(self.ttft.clone()),
+            Box::new(self.attempts.clone()),
+            Box::new(self.fallbacks.clone()),
+            Box::new(self.active_streams.clone()),
+            Box::new(self.circuit_state.clone()),
+            Box::new(self.endpoint_healthy.clone()),
+        ]
+    }
+
+    /// Records one finished request.
+    pub fn request(&self, done: &RequestDone<'_>) {
+        let status = match done.status {
+            0 => "none",
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        let stream = if done.stream { "true" } else { "false" };
+        self.requests
+            .with_label_values(&[done.route, done.model, status, done.error])
+            .inc();
+        self.duration
+            .with_label_values(&[done.route, stream])
+            .observe(done.started.elapsed().as_secs_f64());
+        if let Some(first) = done.first_byte {
+            self.ttft
+                .with_label_values(&[done.route, stream])
+                .observe(first.saturating_duration_since(done.started).as_secs_f64());
+        }
+        if done.fallback {
+            self.fallbacks.with_label_values(&[done.route]).inc();
+        }
+    }
+
+    pub fn attempt(&self, provider: &str, failure: Option<&Failure>) {
+        let outcome = match failure {
+            None => "success",
+            Some(Failure::Connect) => "connect_error",
+            Some(Failure::Timeout(_)) => "timeout",
+            Some(Failure::Status { code: 429, .. }) => "rate_limited",
+            Some(Failure::Status { code, .. }) if *code >= 500 => "server_error",
+            Some(Failure::Status { .. }) => "rejected",
+            Some(Failure::ContextTooLong) => "context_too_long",
+            Some(Failure::Other) => "other",
+        };
+        self.attempts.with_label_values(&[provider, outcome]).inc();
+    }
+
+    /// Counts a stream as active until the guard is dropped.
+    pub fn stream_started(&self) -> StreamGuard {
+        self.active_streams.inc();
+        StreamGuard(self.active_streams.clone())
+    }
+
+    /// The text exposition, with circuit and health gauges refreshed from `upstreams`.
+    pub fn render(&self, upstreams: &Upstreams) -> Vec<u8> {
+        let status = upstreams.status(Instant::now());
+        self.circuit_state.reset();
+        self.endpoint_healthy.reset();
+        for provider in &status.providers {
+            for endpoint in &provider.endpoints {
+                let index = endpoint.index.to_string();
+                let labels = [provider.name.as_str(), index.as_str()];
+                let state = match endpoint.circuit {
+                    CircuitState::Closed => 0,
+                    CircuitState::HalfOpen => 1,
+                    CircuitState::Open => 2,
+                };
+                self.circuit_state.with_label_values(&labels).set(state);
+                if let Some(healthy) = endpoint.healthy {
+                    self.endpoint_healthy
+                        .with_label_values(&labels)
+                        .set(i64::from(healthy));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// Decrements the active-stream gauge when dropped, whatever way the stream ended.
+pub struct StreamGuard(IntGauge);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What the access log and the metrics learn of a finished request.
+pub struct RequestDone<'a> {
+    pub route: &'a str,
+    pub model: &'a str,
+    pub status: u16,
+    pub error: &'a str,
+    pub stream: bool,
+    pub started: Instant,
+    pub first_byte: Option<Instant>,
+    pub fallback: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_registered_and_rendered() {
+        let m = Metrics::new().unwrap();
+        m.request(&RequestDone {
+            route: "r",
+            model: "m",
+            status: 200,
+            error: "",
+            stream: true,
+            started: Instant::now(),
+            first_byte: Some(Instant::now()),
+            fallback: true,
+        });
+        m.attempt(
+            "p",
+            Some(&Failure::Status {
+                code: 429,
+                retry_after: None,
+            }),
+        );
+        let _guard = m.stream_started();
+        let cfg = tollgate_config::parse(
+            "providers:\n  p: { kind: openai, endpoints: [\"http://127.0.0.1:1\"] }\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let upstreams = Upstreams::from_config(&cfg).unwrap();
+        let text = String::from_utf8(m.render(&upstreams)).unwrap();
+        for name in [
+            "tollgate_requests_total",
+            "tollgate_request_duration_seconds",
+            "tollgate_time_to_first_byte_seconds",
+            "tollgate_upstream_attempts_total",
+            "tollgate_fallbacks_total",
+            "tollgate_active_streams 1",
+            "tollgate_circuit_state",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+        assert!(text.contains(r#"outcome="rate_limited""#));
+    }
+}
