@@ -1,20 +1,20 @@
-//! `POST /v1/chat/completions` in OpenAI's shape: plain answers, lazily timed SSE
-//! streams, tool calls, `n` choices, and the stream faults.
+//! `POST /v1/chat/completions` in OpenAI's shape (also Azure OpenAI's deployments):
+//! plain answers, lazily timed SSE streams, tool calls, `n` choices, and the stream faults.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
 use bytes::Bytes;
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{error_json, error_response, MockError};
-use crate::faults::Fault;
-use crate::state::{count_words, unix_secs, App, Recorded, StreamGuard};
-use crate::v1::{request_id_header, take_fault};
+use crate::answer::{content_words, Output, TOOL_INPUT};
+use crate::dialect::{Dialect, SSE_CONTENT_TYPE};
+use crate::error::{error_json, MockError};
+use crate::faults::{take_fault, Fault};
+use crate::state::{unix_secs, App, Recorded, StreamGuard};
+use crate::stream::{cut_error, half_body, push_data, stream_body, Beat, Frames, Pacer};
 
 /// Most choices one request may ask for with `n`, as OpenAI allows.
 const MAX_CHOICES: u64 = 128;
@@ -44,26 +44,6 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-/// What the recorder needs from a body whose shape the full parse rejected.
-#[derive(Deserialize)]
-struct Summary {
-    model: Option<String>,
-    messages: Option<Vec<IgnoredAny>>,
-}
-
-/// Words of a message's text: a string content, or the `text` of each content part.
-fn content_words(content: Option<&serde_json::Value>) -> u64 {
-    match content {
-        Some(serde_json::Value::String(text)) => count_words(text),
-        Some(serde_json::Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(serde_json::Value::as_str))
-            .map(count_words)
-            .sum(),
-        _ => 0,
-    }
-}
-
 /// The function to call when the request forces a tool call.
 fn forced_tool(
     tools: Option<&[serde_json::Value]>,
@@ -83,12 +63,20 @@ fn forced_tool(
     }
 }
 
+/// Answers a chat completion; `deployment` is set for Azure OpenAI's deployment URLs,
+/// where it names the model.
 pub(crate) async fn completions(
     app: Arc<App>,
     uri: &Uri,
     headers: &HeaderMap,
     body: Bytes,
+    deployment: Option<String>,
 ) -> Response {
+    let dialect = if deployment.is_some() {
+        Dialect::Azure
+    } else {
+        Dialect::OpenAi
+    };
     let parsed = serde_json::from_slice::<ChatRequest>(&body);
     let mut rec = Recorded::new(Method::POST, uri, headers, &body);
     match &parsed {
@@ -97,53 +85,53 @@ pub(crate) async fn completions(
             rec.messages = req.messages.as_ref().map(Vec::len);
         }
         Err(_) => {
-            if let Ok(summary) = serde_json::from_slice::<Summary>(&body) {
-                rec.model = summary.model;
-                rec.messages = summary.messages.as_ref().map(Vec::len);
-            }
+            rec.summarize(&body);
         }
+    }
+    if deployment.is_some() {
+        rec.model.clone_from(&deployment);
     }
     let model = rec.model.clone();
     app.record(rec);
 
-    let fault = match take_fault(&app, uri.path(), model.as_deref()).await {
+    if let Err(refused) = dialect.admit(headers, uri) {
+        return refused.into_dialect_response(dialect);
+    }
+    let fault = match take_fault(&app, dialect, uri.path(), model.as_deref(), true).await {
         Ok(fault) => fault,
         Err(forced) => return forced,
     };
     let result = match parsed {
-        Ok(req) => respond(app, req, fault),
+        Ok(mut req) => {
+            if deployment.is_some() {
+                req.model = deployment;
+            }
+            respond(app, req, fault, dialect)
+        }
         Err(e) => Err(MockError::InvalidJson(e)),
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    result.unwrap_or_else(|e| e.into_dialect_response(dialect))
 }
 
 // === answer plan ===
 
-/// What every choice of one answer carries.
-enum Output {
-    /// The first `tokens` tokens of the configured reply.
-    Text { tokens: usize, finish: &'static str },
-    /// One call of this function with arguments `{}`.
-    Tool { name: String },
-}
-
-impl Output {
-    fn tokens(&self) -> usize {
-        match self {
-            Self::Text { tokens, .. } => *tokens,
-            Self::Tool { .. } => 1,
-        }
-    }
-
-    fn finish(&self) -> &'static str {
-        match self {
-            Self::Text { finish, .. } => finish,
-            Self::Tool { .. } => "tool_calls",
-        }
+/// OpenAI's `finish_reason` for an output.
+fn finish_reason(output: &Output) -> &'static str {
+    match output {
+        Output::Text {
+            truncated: true, ..
+        } => "length",
+        Output::Text { .. } => "stop",
+        Output::Tool { .. } => "tool_calls",
     }
 }
 
-fn respond(app: Arc<App>, req: ChatRequest, fault: Option<Fault>) -> Result<Response, MockError> {
+fn respond(
+    app: Arc<App>,
+    req: ChatRequest,
+    fault: Fault,
+    dialect: Dialect,
+) -> Result<Response, MockError> {
     let model = req
         .model
         .ok_or_else(|| MockError::invalid("model", "you must provide a model parameter"))?;
@@ -163,22 +151,11 @@ fn respond(app: Arc<App>, req: ChatRequest, fault: Option<Fault>) -> Result<Resp
         .map(|m| content_words(m.content.as_ref()))
         .sum::<u64>()
         .max(1);
-    let output = match forced_tool(req.tools.as_deref(), req.tool_choice.as_ref()) {
-        Some(name) => Output::Tool { name },
-        None => {
-            let available = app.reply.len();
-            match req.max_completion_tokens.or(req.max_tokens) {
-                Some(limit) if limit < available as u64 => Output::Text {
-                    tokens: usize::try_from(limit).unwrap_or(0),
-                    finish: "length",
-                },
-                _ => Output::Text {
-                    tokens: available,
-                    finish: "stop",
-                },
-            }
-        }
-    };
+    let output = Output::plan(
+        &app,
+        req.max_completion_tokens.or(req.max_tokens),
+        forced_tool(req.tools.as_deref(), req.tool_choice.as_ref()),
+    );
     let completion_tokens = (output.tokens() * n) as u64;
     let usage = Usage::new(prompt_tokens, completion_tokens);
     let id = app.next_id();
@@ -196,8 +173,6 @@ fn respond(app: Arc<App>, req: ChatRequest, fault: Option<Fault>) -> Result<Resp
         output,
         usage,
     };
-    let request_id = request_id_header(id);
-    let fault = fault.unwrap_or_default();
 
     if req.stream.unwrap_or(false) {
         let include_usage = req
@@ -205,79 +180,25 @@ fn respond(app: Arc<App>, req: ChatRequest, fault: Option<Fault>) -> Result<Resp
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
         let stream = ChatStream {
-            first_delay: app.cfg.first_token_delay,
-            token_delay: app.cfg.token_delay,
+            pacer: Pacer::new(&app, answer.output.tokens(), &fault),
             guard: StreamGuard::new(app),
             answer,
             include_usage,
-            cut_after: fault.cut_after_tokens,
-            error_after: fault.stream_error_after_tokens,
             step: Step::Role,
         };
-        let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
-            let item = s.next().await?;
-            Some((item, s))
-        }));
-        let mut response = (StatusCode::OK, body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream; charset=utf-8"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        headers.insert(request_id.0, request_id.1);
-        return Ok(response);
+        return Ok(dialect.ok_response(id, SSE_CONTENT_TYPE, stream_body(stream)));
     }
 
     if fault.stream_error_after_tokens.is_some() {
-        return Ok(error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "mock fault: error while generating",
-            "server_error",
-            None,
-            None,
-        ));
+        return Ok(dialect.mid_stream_error_response());
     }
     let json = serde_json::to_vec(&answer.completion(&app)).map_err(MockError::Encode)?;
     let body = match fault.cut_after_tokens {
         // The connection dies halfway through the document.
-        Some(_) => {
-            let half = json.len() / 2;
-            cut_body(Bytes::from(json).slice(..half))
-        }
+        Some(_) => half_body(json),
         None => Body::from(json),
     };
-    let mut response = (StatusCode::OK, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(request_id.0, request_id.1);
-    Ok(response)
-}
-
-/// A body that sends `prefix` and then breaks the connection.
-fn cut_body(prefix: Bytes) -> Body {
-    let stream = futures::stream::unfold(Some(prefix), |state| async move {
-        match state {
-            Some(prefix) => Some((Ok(prefix), None)),
-            None => {
-                // Returning Pending once lets the server flush what was sent before the
-                // error tears the connection down.
-                tokio::task::yield_now().await;
-                Some((Err(cut_error()), None))
-            }
-        }
-    });
-    Body::from_stream(stream)
-}
-
-fn cut_error() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::ConnectionAborted,
-        "mock fault: connection cut",
-    )
+    Ok(dialect.ok_response(id, "application/json", body))
 }
 
 /// Everything that describes one answer, shared by its plain and streamed forms.
@@ -307,7 +228,7 @@ impl Answer {
                             kind: "function",
                             function: FunctionCall {
                                 name,
-                                arguments: "{}",
+                                arguments: TOOL_INPUT,
                             },
                         }]),
                     ),
@@ -322,7 +243,7 @@ impl Answer {
                         annotations: [],
                     },
                     logprobs: None,
-                    finish_reason: self.output.finish(),
+                    finish_reason: finish_reason(&self.output),
                 }
             })
             .collect();
@@ -477,130 +398,105 @@ struct DeltaFunction<'a> {
 #[derive(Clone, Copy)]
 enum Step {
     Role,
-    /// About to send token `i` (or to stop, when `i` reaches a fault's count).
-    Token(usize),
-    Finish,
+    Tokens,
     Usage,
     Done,
     End,
 }
 
-/// A stream produced one frame per poll: the timer for a token starts only when the
-/// previous one has been taken, and dropping the body (client gone) drops the timer.
 struct ChatStream {
     guard: StreamGuard,
     answer: Answer,
     include_usage: bool,
-    first_delay: Duration,
-    token_delay: Duration,
-    cut_after: Option<usize>,
-    error_after: Option<usize>,
+    pacer: Pacer,
     step: Step,
 }
 
 const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 
-impl ChatStream {
-    async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
-        loop {
-            match self.step {
-                Step::Role => {
-                    self.step = Step::Token(0);
-                    return Some(self.frame(None, |tool| {
-                        Delta {
-                            role: Some("assistant"),
-                            // A tool call's role chunk carries `content: null`.
-                            content: Some(tool.map_or(Some(""), |_| None)),
-                            refusal: Some(None),
-                            tool_calls: None,
-                        }
-                        .with_tool_head(tool)
-                    }));
+impl Frames for ChatStream {
+    async fn next_frame(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        match self.step {
+            Step::Role => {
+                self.step = Step::Tokens;
+                Some(self.frame(None, |tool| {
+                    Delta {
+                        role: Some("assistant"),
+                        // A tool call's role chunk carries `content: null`.
+                        content: Some(tool.map_or(Some(""), |_| None)),
+                        refusal: Some(None),
+                        tool_calls: None,
+                    }
+                    .with_tool_head(tool)
+                }))
+            }
+            Step::Tokens => match self.pacer.beat().await {
+                Beat::Token { index, .. } => Some(self.token_frame(index)),
+                Beat::Cut => {
+                    self.step = Step::End;
+                    Some(Err(cut_error()))
                 }
-                Step::Token(i) => {
-                    let done = i >= self.answer.output.tokens();
-                    // A fault count beyond the reply strikes after the last token.
-                    let cut = self.cut_after.is_some_and(|c| done || i >= c);
-                    let error = self.error_after.is_some_and(|c| done || i >= c);
-                    if done && !cut && !error {
-                        self.step = Step::Finish;
-                        continue;
-                    }
-                    let delay = if i == 0 {
-                        self.first_delay
-                    } else {
-                        self.token_delay
-                    };
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
-                    }
-                    if cut {
-                        self.step = Step::End;
-                        tokio::task::yield_now().await;
-                        return Some(Err(cut_error()));
-                    }
-                    if error {
-                        self.step = Step::End;
-                        let mut buf = b"data: ".to_vec();
-                        buf.extend_from_slice(&error_json(
-                            "mock fault: error while generating",
-                            "server_error",
-                            None,
-                            None,
-                        ));
-                        buf.extend_from_slice(b"\n\n");
-                        return Some(Ok(Bytes::from(buf)));
-                    }
-                    self.step = Step::Token(i + 1);
-                    let text = self.guard.app().reply.token(i);
-                    let is_tool = matches!(self.answer.output, Output::Tool { .. });
-                    return Some(self.frame(None, |_| {
-                        if is_tool {
-                            Delta {
-                                tool_calls: Some([DeltaToolCall {
-                                    index: 0,
-                                    id: None,
-                                    kind: None,
-                                    function: DeltaFunction {
-                                        name: None,
-                                        arguments: "{}",
-                                    },
-                                }]),
-                                ..Delta::default()
-                            }
-                        } else {
-                            Delta {
-                                content: Some(Some(text)),
-                                ..Delta::default()
-                            }
-                        }
-                    }));
+                Beat::Error => {
+                    self.step = Step::End;
+                    let (_, kind, message) = Dialect::OpenAi.mid_stream_error();
+                    let mut buf = b"data: ".to_vec();
+                    buf.extend_from_slice(&error_json(message, kind, None, None));
+                    buf.extend_from_slice(b"\n\n");
+                    Some(Ok(Bytes::from(buf)))
                 }
-                Step::Finish => {
+                Beat::Done => {
                     self.step = if self.include_usage {
                         Step::Usage
                     } else {
                         Step::Done
                     };
-                    let finish = self.answer.output.finish();
-                    return Some(self.frame(Some(finish), |_| Delta::default()));
+                    let finish = finish_reason(&self.answer.output);
+                    Some(self.frame(Some(finish), |_| Delta::default()))
                 }
-                Step::Usage => {
-                    self.step = Step::Done;
-                    let chunk = Chunk {
-                        usage: Some(Some(self.answer.usage)),
-                        ..self.chunk(&[])
-                    };
-                    let mut buf = Vec::with_capacity(512);
-                    return Some(push_event(&mut buf, &chunk).map(|()| Bytes::from(buf)));
-                }
-                Step::Done => {
-                    self.step = Step::End;
-                    return Some(Ok(Bytes::from_static(DONE_EVENT)));
-                }
-                Step::End => return None,
+            },
+            Step::Usage => {
+                self.step = Step::Done;
+                let chunk = Chunk {
+                    usage: Some(Some(self.answer.usage)),
+                    ..self.chunk(&[])
+                };
+                let mut buf = Vec::with_capacity(512);
+                Some(push_data(&mut buf, &chunk).map(|()| Bytes::from(buf)))
             }
+            Step::Done => {
+                self.step = Step::End;
+                Some(Ok(Bytes::from_static(DONE_EVENT)))
+            }
+            Step::End => None,
         }
+    }
+}
+
+impl ChatStream {
+    fn token_frame(&self, index: usize) -> Result<Bytes, std::io::Error> {
+        let text = self.guard.app().reply.token(index);
+        let is_tool = matches!(self.answer.output, Output::Tool { .. });
+        self.frame(None, |_| {
+            if is_tool {
+                Delta {
+                    tool_calls: Some([DeltaToolCall {
+                        index: 0,
+                        id: None,
+                        kind: None,
+                        function: DeltaFunction {
+                            name: None,
+                            arguments: TOOL_INPUT,
+                        },
+                    }]),
+                    ..Delta::default()
+                }
+            } else {
+                Delta {
+                    content: Some(Some(text)),
+                    ..Delta::default()
+                }
+            }
+        })
     }
 
     fn chunk<'a>(&'a self, choices: &'a [ChunkChoice<'a>]) -> Chunk<'a> {
@@ -641,7 +537,7 @@ impl ChatStream {
                 logprobs: None,
                 finish_reason,
             }];
-            push_event(&mut buf, &self.chunk(&choice))?;
+            push_data(&mut buf, &self.chunk(&choice))?;
         }
         Ok(Bytes::from(buf))
     }
@@ -663,12 +559,4 @@ impl<'a> Delta<'a> {
         }
         self
     }
-}
-
-/// Appends `data: <json>\n\n`.
-fn push_event<T: Serialize>(buf: &mut Vec<u8>, value: &T) -> Result<(), std::io::Error> {
-    buf.extend_from_slice(b"data: ");
-    serde_json::to_writer(&mut *buf, value).map_err(std::io::Error::other)?;
-    buf.extend_from_slice(b"\n\n");
-    Ok(())
 }

@@ -1,5 +1,6 @@
-//! `POST /v1/embeddings` in OpenAI's shape, with deterministic vectors that are close
-//! for texts sharing words and word fragments.
+//! `POST /v1/embeddings` in OpenAI's shape (also Azure OpenAI's deployments), with
+//! deterministic vectors that are close for texts sharing words and word fragments; Gemini's
+//! embedding methods use the same vectors.
 //!
 //! A vector is a signed hashed bag of features: each lowercase word counts
 //! [`WORD_WEIGHT`], each character trigram of a space-padded word [`TRIGRAM_WEIGHT`];
@@ -8,14 +9,15 @@
 
 use std::sync::Arc;
 
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::dialect::Dialect;
 use crate::error::MockError;
+use crate::faults::take_fault;
 use crate::state::{count_words, App, Recorded};
-use crate::v1::{request_id_header, take_fault};
 
 /// Vector length when the request gives no `dimensions`.
 const DEFAULT_DIMENSIONS: usize = 64;
@@ -105,31 +107,63 @@ struct EmbeddingUsage {
     total_tokens: u64,
 }
 
+/// Answers an embeddings request; `deployment` is set for Azure OpenAI's deployment URLs,
+/// where it names the model.
 pub(crate) async fn embeddings(
     app: Arc<App>,
     uri: &Uri,
     headers: &HeaderMap,
     body: Bytes,
+    deployment: Option<String>,
 ) -> Response {
+    let dialect = if deployment.is_some() {
+        Dialect::Azure
+    } else {
+        Dialect::OpenAi
+    };
     let parsed = serde_json::from_slice::<EmbeddingRequest>(&body);
     let mut rec = Recorded::new(Method::POST, uri, headers, &body);
     if let Ok(req) = &parsed {
         rec.model.clone_from(&req.model);
     }
+    if deployment.is_some() {
+        rec.model.clone_from(&deployment);
+    }
     let model = rec.model.clone();
     app.record(rec);
 
-    if let Err(forced) = take_fault(&app, uri.path(), model.as_deref()).await {
+    if let Err(refused) = dialect.admit(headers, uri) {
+        return refused.into_dialect_response(dialect);
+    }
+    if let Err(forced) = take_fault(&app, dialect, uri.path(), model.as_deref(), true).await {
         return forced;
     }
     let result = match parsed {
-        Ok(req) => respond(&app, req),
+        Ok(mut req) => {
+            if deployment.is_some() {
+                req.model = deployment;
+            }
+            respond(&app, req, dialect)
+        }
         Err(e) => Err(MockError::InvalidJson(e)),
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    result.unwrap_or_else(|e| e.into_dialect_response(dialect))
 }
 
-fn respond(app: &App, req: EmbeddingRequest) -> Result<Response, MockError> {
+/// The vector length a request asks for (`param` names the field), or the default.
+pub(crate) fn dimensions(requested: Option<u64>, param: &'static str) -> Result<usize, MockError> {
+    match requested {
+        None => Ok(DEFAULT_DIMENSIONS),
+        Some(d) => usize::try_from(d)
+            .ok()
+            .filter(|d| (1..=MAX_DIMENSIONS).contains(d))
+            .ok_or_else(|| {
+                MockError::invalid(param, format!("'{param}' must be 1 to {MAX_DIMENSIONS}"))
+            }),
+    }
+}
+
+fn respond(app: &App, req: EmbeddingRequest, dialect: Dialect) -> Result<Response, MockError> {
     let model = req
         .model
         .ok_or_else(|| MockError::invalid("model", "you must provide a model parameter"))?;
@@ -143,18 +177,7 @@ fn respond(app: &App, req: EmbeddingRequest) -> Result<Response, MockError> {
             format!("'input' must hold 1 to {MAX_INPUTS} items"),
         ));
     }
-    let dims = match req.dimensions {
-        None => DEFAULT_DIMENSIONS,
-        Some(d) => usize::try_from(d)
-            .ok()
-            .filter(|d| (1..=MAX_DIMENSIONS).contains(d))
-            .ok_or_else(|| {
-                MockError::invalid(
-                    "dimensions",
-                    format!("'dimensions' must be 1 to {MAX_DIMENSIONS}"),
-                )
-            })?,
-    };
+    let dims = dimensions(req.dimensions, "dimensions")?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -193,15 +216,7 @@ fn respond(app: &App, req: EmbeddingRequest) -> Result<Response, MockError> {
         },
     };
     let json = serde_json::to_vec(&list).map_err(MockError::Encode)?;
-    let request_id = request_id_header(app.next_id());
-    let mut response = (StatusCode::OK, json).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(request_id.0, request_id.1);
-    Ok(response)
+    Ok(dialect.ok_response(app.next_id(), "application/json", json.into()))
 }
 
 /// The embedding of `text` with `dims` components (`dims >= 1`), unit length.

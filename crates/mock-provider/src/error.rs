@@ -1,10 +1,11 @@
-//! The crate's error enum and the one mapping from errors to HTTP answers in OpenAI's
-//! error schema.
+//! The crate's error enum and the one mapping from errors to HTTP answers: OpenAI's error
+//! schema by default, each dialect's own through [`MockError::into_dialect_response`].
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::dialect::Dialect;
 use crate::MAX_BODY_BYTES;
 
 /// Everything that makes the mock refuse a request.
@@ -23,6 +24,13 @@ pub(crate) enum MockError {
     UnknownUrl { method: String, path: String },
     #[error("The mock could not encode its response: {0}")]
     Encode(#[source] serde_json::Error),
+    /// Missing or malformed credentials; each dialect picks its status and error type.
+    #[error("{message}")]
+    Auth {
+        status: StatusCode,
+        kind: Option<&'static str>,
+        message: String,
+    },
 }
 
 impl MockError {
@@ -39,6 +47,25 @@ impl MockError {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnknownUrl { .. } => StatusCode::NOT_FOUND,
             Self::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Auth { status, .. } => *status,
+        }
+    }
+
+    /// The answer in `dialect`'s error schema.
+    pub(crate) fn into_dialect_response(self, dialect: Dialect) -> Response {
+        let status = self.status();
+        match (dialect, &self) {
+            (Dialect::OpenAi, _) => self.into_response(),
+            // Azure's own front door answers these; request validation is OpenAI's.
+            (Dialect::Azure, Self::UnknownUrl { .. }) => {
+                dialect.error_response(status, None, "Resource not found")
+            }
+            (_, Self::Auth { kind, message, .. }) => dialect.error_response(status, *kind, message),
+            (Dialect::Azure, _) => self.into_response(),
+            (Dialect::Bedrock, Self::UnknownUrl { .. }) => {
+                dialect.error_response(status, Some("UnknownOperationException"), &self.to_string())
+            }
+            _ => dialect.error_response(status, None, &self.to_string()),
         }
     }
 }

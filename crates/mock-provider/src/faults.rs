@@ -1,4 +1,5 @@
-//! Fault rules queued through `POST /__mock/faults`, and the answers they force.
+//! Fault rules queued through `POST /__mock/faults`, and the answers they force in each
+//! dialect.
 
 use std::time::Duration;
 
@@ -6,10 +7,11 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::error::{error_json, error_type};
+use crate::dialect::{percent_decode, Dialect};
+use crate::state::App;
 
-/// Paths a rule without `path` applies to.
-const DEFAULT_FAULT_PATHS: [&str; 2] = ["/v1/chat/completions", "/v1/embeddings"];
+/// Longest `finish_reason` a rule may carry; real ones are a word or two.
+const MAX_FINISH_REASON_BYTES: usize = 64;
 
 /// A rule as posted.
 #[derive(Debug, Deserialize)]
@@ -24,6 +26,7 @@ pub(crate) struct FaultRuleWire {
     stream_error_after_tokens: Option<usize>,
     match_model: Option<String>,
     path: Option<String>,
+    finish_reason: Option<String>,
 }
 
 /// `"300ms"` (humantime) or a number of milliseconds.
@@ -56,6 +59,8 @@ pub(crate) struct Fault {
     pub(crate) cut_after_tokens: Option<usize>,
     /// Streams: send this many token chunks, then an error event, and end.
     pub(crate) stream_error_after_tokens: Option<usize>,
+    /// Gemini: the candidate's `finishReason` (`SAFETY` and the like block its content).
+    pub(crate) finish_reason: Option<String>,
 }
 
 impl FaultRule {
@@ -83,6 +88,16 @@ impl FaultRule {
                 humantime::parse_duration(&text).map_err(|e| format!("delay: {text:?}: {e}"))?,
             ),
         };
+        if let Some(reason) = &wire.finish_reason {
+            let valid = !reason.is_empty()
+                && reason.len() <= MAX_FINISH_REASON_BYTES
+                && reason.bytes().all(|b| b.is_ascii_uppercase() || b == b'_');
+            if !valid {
+                return Err(format!(
+                    "finish_reason: {reason:?} is not an upper-case reason such as \"SAFETY\""
+                ));
+            }
+        }
         Ok(Self {
             times,
             match_model: wire.match_model,
@@ -94,14 +109,18 @@ impl FaultRule {
                 delay,
                 cut_after_tokens: wire.cut_after_tokens,
                 stream_error_after_tokens: wire.stream_error_after_tokens,
+                finish_reason: wire.finish_reason,
             },
         })
     }
 
-    pub(crate) fn matches(&self, path: &str, model: Option<&str>) -> bool {
+    /// Whether the rule catches a request to `path` (as sent; a rule may also name it
+    /// percent-decoded) for `model`. A rule without `path` catches every completion and
+    /// embedding endpoint (`endpoint`), not listings or unknown URLs.
+    pub(crate) fn matches(&self, path: &str, model: Option<&str>, endpoint: bool) -> bool {
         let path_ok = match &self.path {
-            Some(p) => p == path,
-            None => DEFAULT_FAULT_PATHS.contains(&path),
+            Some(p) => p == path || *p == percent_decode(path),
+            None => endpoint,
         };
         let model_ok = match &self.match_model {
             Some(m) => model == Some(m.as_str()),
@@ -112,10 +131,11 @@ impl FaultRule {
 }
 
 impl Fault {
-    /// The forced answer, if this fault replaces the response outright.
-    pub(crate) fn status_response(&self) -> Option<Response> {
+    /// The forced answer, in `dialect`'s error schema, if this fault replaces the response
+    /// outright.
+    pub(crate) fn status_response(&self, dialect: Dialect) -> Option<Response> {
         let status = self.status?;
-        let (body, content_type) = match &self.body {
+        let mut response = match &self.body {
             Some(body) => {
                 let is_json = serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok();
                 let ct = if is_json {
@@ -123,24 +143,44 @@ impl Fault {
                 } else {
                     "text/plain; charset=utf-8"
                 };
-                (body.clone().into_bytes(), ct)
+                let mut response = (status, body.clone()).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+                response
             }
             None => {
-                let code =
-                    (status == StatusCode::TOO_MANY_REQUESTS).then_some("rate_limit_exceeded");
                 let message = format!("mock fault: HTTP {}", status.as_u16());
-                (
-                    error_json(&message, error_type(status), code, None),
-                    "application/json",
-                )
+                dialect.error_response(status, None, &message)
             }
         };
-        let mut response = (status, body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if let Some(secs) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         Some(response)
+    }
+}
+
+/// Consumes the first rule matching this request and waits its delay. `Err` carries the
+/// answer that replaces the response; `Ok` carries what is left for the endpoint to apply
+/// (the default fault when no rule matched).
+pub(crate) async fn take_fault(
+    app: &App,
+    dialect: Dialect,
+    path: &str,
+    model: Option<&str>,
+    endpoint: bool,
+) -> Result<Fault, Response> {
+    let Some(fault) = app.take_fault(path, model, endpoint) else {
+        return Ok(Fault::default());
+    };
+    if let Some(delay) = fault.delay {
+        tokio::time::sleep(delay).await;
+    }
+    match fault.status_response(dialect) {
+        Some(forced) => Err(forced),
+        None => Ok(fault),
     }
 }

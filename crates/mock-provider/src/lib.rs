@@ -1,20 +1,29 @@
-//! A mock LLM provider speaking OpenAI's HTTP dialect, for end-to-end tests, the bench
-//! suite and `tollgate demo`.
+//! A mock LLM provider speaking the HTTP dialects of OpenAI, Azure OpenAI, Anthropic,
+//! Gemini and Bedrock, for end-to-end tests, the bench suite and `tollgate demo`.
 //!
-//! The server answers `/v1/chat/completions` (plain and streamed), `/v1/embeddings`,
-//! `/v1/models` and `/health`, with latency and token-rate knobs ([`MockConfig`]), and a
-//! control API under `/__mock/` that queues faults and exposes every request received.
-//! See the crate's `README.md` for the wire-level contract.
+//! The server answers OpenAI's `/v1/chat/completions` (plain and streamed),
+//! `/v1/embeddings` and `/v1/models`; Azure OpenAI's deployment URLs; Anthropic's
+//! `/v1/messages`; Gemini's `models/{model}:generateContent` and its stream and embedding
+//! methods; Bedrock's Converse and ConverseStream; and `/health`. Latency and token-rate
+//! knobs come from [`MockConfig`]; a control API under `/__mock/` queues faults (applied in
+//! each dialect's own error and stream formats) and exposes every request received. See
+//! the crate's `README.md` for the wire-level contract.
 //!
 //! Embed it with [`spawn`] (binds `127.0.0.1:0`) or [`serve`] (any listener).
 
+mod answer;
+mod anthropic;
+mod bedrock;
 mod chat;
 mod control;
+mod dialect;
+mod dispatch;
 mod embeddings;
 mod error;
 mod faults;
+mod gemini;
 mod state;
-mod v1;
+mod stream;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -90,7 +99,10 @@ pub async fn spawn(
 
 fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/v1/{*rest}", any(v1::dispatch))
+        .route("/v1/{*rest}", any(dispatch::dispatch))
+        .route("/v1beta/{*rest}", any(dispatch::dispatch))
+        .route("/openai/{*rest}", any(dispatch::dispatch))
+        .route("/model/{*rest}", any(dispatch::dispatch))
         .route("/health", get(control::health))
         .route(
             "/__mock/faults",

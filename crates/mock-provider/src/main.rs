@@ -10,7 +10,8 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tollgate_mock::{serve, MockConfig};
 
-/// Mock LLM provider speaking OpenAI's HTTP API, with latency and fault knobs.
+/// Mock LLM provider speaking the OpenAI, Azure OpenAI, Anthropic, Gemini and Bedrock HTTP
+/// dialects, with latency and fault knobs.
 #[derive(Debug, Parser)]
 #[command(name = "tollgate-mock", version)]
 struct Cli {

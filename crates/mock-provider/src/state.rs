@@ -8,8 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, Method};
 use bytes::Bytes;
+use serde::de::IgnoredAny;
 use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use crate::faults::{Fault, FaultRule};
@@ -143,6 +144,24 @@ impl Recorded {
             messages: None,
             note: None,
             time_ms: unix_millis(),
+        }
+    }
+}
+
+/// What the recorder needs from a body whose shape the full parse rejected.
+#[derive(Deserialize)]
+struct Summary {
+    model: Option<String>,
+    messages: Option<Vec<IgnoredAny>>,
+}
+
+impl Recorded {
+    /// Fills `model` and `messages` from a body the endpoint could not parse, as far as its
+    /// top-level fields allow.
+    pub(crate) fn summarize(&mut self, body: &[u8]) {
+        if let Ok(summary) = serde_json::from_slice::<Summary>(body) {
+            self.model = summary.model;
+            self.messages = summary.messages.as_ref().map(Vec::len);
         }
     }
 }
@@ -289,9 +308,16 @@ impl App {
     }
 
     /// Consumes one use of the first queued rule matching this request.
-    pub(crate) fn take_fault(&self, path: &str, model: Option<&str>) -> Option<Fault> {
+    pub(crate) fn take_fault(
+        &self,
+        path: &str,
+        model: Option<&str>,
+        endpoint: bool,
+    ) -> Option<Fault> {
         let mut faults = lock(&self.faults);
-        let pos = faults.iter().position(|r| r.matches(path, model))?;
+        let pos = faults
+            .iter()
+            .position(|r| r.matches(path, model, endpoint))?;
         let rule = faults.get_mut(pos)?;
         let fault = rule.fault.clone();
         rule.times = rule.times.saturating_sub(1);

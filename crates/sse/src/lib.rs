@@ -38,6 +38,7 @@
 
 mod decode;
 mod encode;
+pub mod eventstream;
 
 pub use decode::SseDecoder;
 pub use encode::{encode, encode_data};
