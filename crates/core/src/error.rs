@@ -1,5 +1,5 @@
 //! The one error type the gateway answers clients with, and the one place that maps it to
-//! a status code, an OpenAI-schema body and a low-cardinality metric label.
+//! a status code, an OpenAI- or Anthropic-schema body and a low-cardinality metric label.
 
 use serde::Serialize;
 
@@ -64,6 +64,20 @@ impl ErrorKind {
         }
     }
 
+    /// The `error.type` Anthropic clients switch on.
+    pub fn anthropic_type(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::MethodNotAllowed => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::PermissionDenied => "permission_error",
+            ErrorKind::NotFound => "not_found_error",
+            ErrorKind::PayloadTooLarge => "request_too_large",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::Unavailable => "overloaded_error",
+            ErrorKind::BadGateway | ErrorKind::Timeout | ErrorKind::Internal => "api_error",
+        }
+    }
+
     /// A label with a fixed, small set of values, for metrics and logs.
     pub fn label(self) -> &'static str {
         match self {
@@ -108,6 +122,20 @@ struct OpenAiError<'a> {
     kind: &'static str,
     code: Option<&'static str>,
     param: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct AnthropicErrorBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: AnthropicError<'a>,
+}
+
+#[derive(Serialize)]
+struct AnthropicError<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'a str,
 }
 
 impl GatewayError {
@@ -161,6 +189,20 @@ impl GatewayError {
                 .to_vec()
         })
     }
+
+    /// The body in Anthropic's error schema: `{"type":"error","error":{"type","message"}}`.
+    pub fn anthropic_body(&self) -> Vec<u8> {
+        let body = AnthropicErrorBody {
+            kind: "error",
+            error: AnthropicError {
+                kind: self.kind.anthropic_type(),
+                message: &self.message,
+            },
+        };
+        serde_json::to_vec(&body).unwrap_or_else(|_| {
+            br#"{"type":"error","error":{"type":"api_error","message":"internal error"}}"#.to_vec()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -178,6 +220,19 @@ mod tests {
         assert_eq!(body["error"]["code"], "model_not_found");
         assert_eq!(body["error"]["param"], "model");
         assert_eq!(err.status(), 404);
+    }
+
+    #[test]
+    fn anthropic_body_uses_anthropic_types() {
+        let err = GatewayError::new(ErrorKind::RateLimited, "slow down");
+        let body: serde_json::Value = serde_json::from_slice(&err.anthropic_body()).unwrap();
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+        assert_eq!(body["error"]["message"], "slow down");
+        let body: serde_json::Value =
+            serde_json::from_slice(&GatewayError::new(ErrorKind::NotFound, "x").anthropic_body())
+                .unwrap();
+        assert_eq!(body["error"]["type"], "not_found_error");
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! What the gateway sends upstream for one attempt, independent of the transport.
 
-use crate::UpstreamErrorClass;
+use crate::{classify_error, ProviderKind, UpstreamErrorClass};
 
 /// The API operation a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
+    /// A chat turn, in either ingress dialect (chat completions or messages).
     ChatCompletions,
     Embeddings,
 }
@@ -22,27 +23,11 @@ pub struct UpstreamRequest {
     pub body: Vec<u8>,
 }
 
-/// Classifies an error answer by status and, where the status is ambiguous, the body.
+/// Classifies an error answer of an OpenAI-dialect upstream by status and, where the status
+/// is ambiguous, the body. [`crate::classify_error`] does the same for every provider kind
+/// and also says how the client sees the error.
 pub fn classify_upstream_error(status: u16, body: &[u8]) -> UpstreamErrorClass {
-    match status {
-        429 => UpstreamErrorClass::RateLimited,
-        401 | 403 => UpstreamErrorClass::Auth,
-        500..=599 => UpstreamErrorClass::Server,
-        400 | 413 if mentions_context_length(body) => UpstreamErrorClass::ContextTooLong,
-        _ => UpstreamErrorClass::Client,
-    }
-}
-
-/// Providers signal an oversized prompt with a 400 whose code or message says so.
-fn mentions_context_length(body: &[u8]) -> bool {
-    const MARKERS: [&[u8]; 3] = [
-        b"context_length_exceeded",
-        b"maximum context length",
-        b"prompt is too long",
-    ];
-    MARKERS
-        .iter()
-        .any(|m| body.windows(m.len()).any(|w| w.eq_ignore_ascii_case(m)))
+    classify_error(ProviderKind::OpenAi, status, body).class()
 }
 
 #[cfg(test)]

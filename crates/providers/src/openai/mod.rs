@@ -5,12 +5,19 @@
 //! Requests are kept as the client's JSON object so every field (tools, tool_choice,
 //! response_format, stop, n, temperature, max_tokens, max_completion_tokens, user,
 //! metadata, and fields this gateway does not know yet) passes through unchanged; only
-//! `model` is rewritten to the upstream model id.
+//! `model` is rewritten to the upstream model id. When the route's provider speaks another
+//! dialect, [`ChatRequest::to_canonical`] is the way out and [`encode_response`] and the
+//! stream writer the way back.
+
+mod convert;
+pub(crate) mod stream;
 
 use serde_json::{Map, Value};
 use tollgate_core::Usage;
 
-use crate::{Operation, ProviderError, UpstreamRequest};
+use crate::{canonical, Operation, ProviderError, UpstreamRequest};
+
+pub use convert::{decode_request, decode_response, encode_request, encode_response};
 
 // === impl ChatRequest ===
 
@@ -109,6 +116,41 @@ impl ChatRequest {
         body.insert("model".into(), Value::String(upstream_model.to_owned()));
         serde_json::to_vec(&body).unwrap_or_default()
     }
+
+    /// Whether the client asked for the closing usage chunk of a stream
+    /// (`stream_options.include_usage`).
+    pub fn include_usage(&self) -> bool {
+        self.body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// [`ChatRequest::to_upstream_body`], and for a stream also asking the upstream for
+    /// its usage chunk, which the gateway meters (and strips again when the client did not
+    /// ask for it).
+    pub fn to_metered_upstream_body(&self, upstream_model: &str) -> Vec<u8> {
+        let mut body = self.body.clone();
+        body.insert("model".into(), Value::String(upstream_model.to_owned()));
+        if self.stream() {
+            let options = body
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !options.is_object() {
+                *options = Value::Object(Map::new());
+            }
+            if let Value::Object(options) = options {
+                options.insert("include_usage".into(), Value::Bool(true));
+            }
+        }
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    /// The request in canonical form, for a provider of another dialect.
+    pub fn to_canonical(&self) -> Result<canonical::Request, ProviderError> {
+        decode_request(&self.body)
+    }
 }
 
 // === impl EmbeddingsRequest ===
@@ -155,9 +197,29 @@ impl EmbeddingsRequest {
         body.insert("model".into(), Value::String(upstream_model.to_owned()));
         serde_json::to_vec(&body).unwrap_or_default()
     }
+
+    /// The texts to embed: one string or an array of strings. Token-id inputs (arrays of
+    /// integers) are `None`: only OpenAI-dialect upstreams take them.
+    pub fn input_texts(&self) -> Option<Vec<&str>> {
+        match self.body.get("input")? {
+            Value::String(s) => Some(vec![s.as_str()]),
+            Value::Array(items) => items.iter().map(Value::as_str).collect(),
+            _ => None,
+        }
+    }
+
+    /// The `dimensions` the client asked for.
+    pub fn dimensions(&self) -> Option<u64> {
+        self.body.get("dimensions").and_then(Value::as_u64)
+    }
+
+    /// Whether the client asked for base64-encoded vectors (`encoding_format`).
+    pub fn wants_base64(&self) -> bool {
+        self.body.get("encoding_format").and_then(Value::as_str) == Some("base64")
+    }
 }
 
-fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ProviderError> {
+pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ProviderError> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ProviderError::NotAnObject),
@@ -165,7 +227,7 @@ fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ProviderError> {
     }
 }
 
-fn require_model(body: &Map<String, Value>) -> Result<(), ProviderError> {
+pub(crate) fn require_model(body: &Map<String, Value>) -> Result<(), ProviderError> {
     match body.get("model") {
         Some(Value::String(s)) if !s.is_empty() => Ok(()),
         Some(_) => Err(ProviderError::InvalidField {
@@ -181,7 +243,7 @@ fn require_model(body: &Map<String, Value>) -> Result<(), ProviderError> {
 
 /// Text of a `content` value: a string, or an array of parts of which the text parts
 /// count (images are priced by providers separately and are not estimated here).
-fn content_text(content: &Value, out: &mut String) {
+pub(crate) fn content_text(content: &Value, out: &mut String) {
     match content {
         Value::String(s) => {
             out.push_str(s);
@@ -208,7 +270,7 @@ fn content_text(content: &Value, out: &mut String) {
     }
 }
 
-fn push_json(value: &Value, out: &mut String) {
+pub(crate) fn push_json(value: &Value, out: &mut String) {
     if let Ok(text) = serde_json::to_string(value) {
         out.push_str(&text);
         out.push('\n');
