@@ -1,0 +1,290 @@
+//! The shared sink: PostgreSQL, for several gateway nodes writing one ledger.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use postgres::{Client, NoTls};
+
+use super::{db_int, parse_cost, row_count, AggregateQuery, AggregateRow, GroupBy, Sink};
+use crate::error::LedgerError;
+use crate::record::UsageRecord;
+
+/// Lock id under which nodes starting together create the schema one at a time
+/// (`CREATE TABLE IF NOT EXISTS` alone races on the catalog).
+const SCHEMA_LOCK_ID: i64 = 0x746f_6c6c_6761_7465;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const TABLES: &str = "
+CREATE TABLE IF NOT EXISTS usage_records (
+    request_id TEXT PRIMARY KEY,
+    time_ms BIGINT NOT NULL,
+    key_name TEXT,
+    team TEXT,
+    user_name TEXT,
+    route TEXT,
+    requested_model TEXT NOT NULL,
+    served_model TEXT,
+    provider TEXT,
+    endpoint TEXT,
+    status INTEGER NOT NULL,
+    error TEXT,
+    stream BOOLEAN NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    cached_input_tokens BIGINT NOT NULL,
+    reasoning_tokens BIGINT NOT NULL,
+    estimated BOOLEAN NOT NULL,
+    cost NUMERIC NOT NULL,
+    latency_ms BIGINT NOT NULL,
+    ttft_ms BIGINT,
+    cache TEXT NOT NULL,
+    record JSON NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_records_time ON usage_records (time_ms);
+";
+
+const INSERT: &str = "
+INSERT INTO usage_records (
+    request_id, time_ms, key_name, team, user_name, route, requested_model, served_model,
+    provider, endpoint, status, error, stream, input_tokens, output_tokens,
+    cached_input_tokens, reasoning_tokens, estimated, cost, latency_ms, ttft_ms, cache, record
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+          $19::text::numeric, $20, $21, $22, $23::text::json)
+ON CONFLICT (request_id) DO NOTHING
+";
+
+/// Connects lazily again after the connection breaks. Plain TCP: put the database on a
+/// private network or a local socket.
+pub struct PostgresSink {
+    config: postgres::Config,
+    client: Mutex<Option<Client>>,
+}
+
+impl PostgresSink {
+    /// Connects with a libpq-style URL or key=value string and creates the table.
+    pub fn connect(url: &str) -> Result<Self, LedgerError> {
+        let mut config: postgres::Config = url.parse()?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let sink = Self {
+            config,
+            client: Mutex::new(None),
+        };
+        let schema =
+            format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID}); {TABLES} COMMIT;");
+        sink.with_client(|client| client.batch_execute(&schema))?;
+        Ok(sink)
+    }
+
+    fn with_client<T>(
+        &self,
+        work: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, LedgerError> {
+        let mut slot = self.client.lock();
+        let client = match slot.take() {
+            Some(client) if !client.is_closed() => slot.insert(client),
+            _ => slot.insert(self.config.connect(NoTls)?),
+        };
+        let result = work(client);
+        if client.is_closed() {
+            *slot = None;
+        }
+        Ok(result?)
+    }
+}
+
+/// PostgreSQL text cannot hold NUL; a client-chosen model name with one must not stall
+/// the ledger, so it is replaced.
+fn pg_text(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+fn pg_opt(text: &Option<String>) -> Option<Cow<'_, str>> {
+    text.as_deref().map(pg_text)
+}
+
+fn group_expr(by: GroupBy) -> &'static str {
+    match by {
+        GroupBy::Team => "team",
+        GroupBy::Key => "key_name",
+        GroupBy::Model => "COALESCE(served_model, requested_model)",
+        GroupBy::Route => "route",
+        GroupBy::Day => {
+            "to_char(TIMESTAMP '1970-01-01' + time_ms * INTERVAL '1 millisecond', 'YYYY-MM-DD')"
+        }
+        GroupBy::Month => {
+            "to_char(TIMESTAMP '1970-01-01' + time_ms * INTERVAL '1 millisecond', 'YYYY-MM')"
+        }
+    }
+}
+
+impl Sink for PostgresSink {
+    fn write_batch(&self, records: &[UsageRecord]) -> Result<u64, LedgerError> {
+        let rows = records
+            .iter()
+            .map(|r| Ok((r, serde_json::to_string(r)?)))
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        self.with_client(|client| {
+            let mut tx = client.transaction()?;
+            let insert = tx.prepare(INSERT)?;
+            let mut inserted = 0;
+            for (r, json) in &rows {
+                inserted += tx.execute(
+                    &insert,
+                    &[
+                        &pg_text(&r.request_id),
+                        &r.time_ms,
+                        &pg_opt(&r.key),
+                        &pg_opt(&r.team),
+                        &pg_opt(&r.user),
+                        &pg_opt(&r.route),
+                        &pg_text(&r.requested_model),
+                        &pg_opt(&r.served_model),
+                        &pg_opt(&r.provider),
+                        &pg_opt(&r.endpoint),
+                        &i32::from(r.status),
+                        &pg_opt(&r.error),
+                        &r.stream,
+                        &db_int(r.usage.input_tokens),
+                        &db_int(r.usage.output_tokens),
+                        &db_int(r.usage.cached_input_tokens),
+                        &db_int(r.usage.reasoning_tokens),
+                        &r.usage.estimated,
+                        &r.cost.to_string(),
+                        &db_int(r.latency_ms),
+                        &r.ttft_ms.map(db_int),
+                        &r.cache.as_str(),
+                        json,
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(inserted)
+        })
+    }
+
+    fn aggregate(&self, query: &AggregateQuery) -> Result<Vec<AggregateRow>, LedgerError> {
+        let sql = format!(
+            "SELECT {group} AS grp, COUNT(*), COUNT(*) FILTER (WHERE estimated),
+                    COALESCE(SUM(input_tokens), 0)::bigint, COALESCE(SUM(output_tokens), 0)::bigint,
+                    COALESCE(SUM(cached_input_tokens), 0)::bigint,
+                    COALESCE(SUM(reasoning_tokens), 0)::bigint, COALESCE(SUM(cost), 0)::text
+             FROM usage_records WHERE time_ms >= $1 AND time_ms < $2
+             GROUP BY 1 ORDER BY ({group}) COLLATE \"C\" NULLS FIRST",
+            group = group_expr(query.by)
+        );
+        let (since, until) = query.bounds();
+        let rows = self.with_client(|client| client.query(&sql, &[&since, &until]))?;
+        rows.iter()
+            .map(|row| {
+                let cost: String = row.try_get(7)?;
+                Ok(AggregateRow {
+                    group: row.try_get(0)?,
+                    requests: row_count(row.try_get(1)?),
+                    estimated_requests: row_count(row.try_get(2)?),
+                    input_tokens: row_count(row.try_get(3)?),
+                    output_tokens: row_count(row.try_get(4)?),
+                    cached_input_tokens: row_count(row.try_get(5)?),
+                    reasoning_tokens: row_count(row.try_get(6)?),
+                    cost: parse_cost(&cost)?.normalize(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::sink::suite;
+    use crate::test_support::pg::PgCluster;
+    use crate::test_support::record;
+    use crate::{Ledger, LedgerOptions};
+
+    #[test]
+    fn postgres_sink_on_a_real_server() {
+        let Some(cluster) = PgCluster::start() else {
+            return;
+        };
+        let sink = PostgresSink::connect(&cluster.url()).unwrap();
+        suite::run(&sink);
+
+        // A second node finds the schema in place and the rows shared.
+        let other = PostgresSink::connect(&cluster.url()).unwrap();
+        assert_eq!(other.write_batch(&[record("a", 0)]).unwrap(), 0);
+
+        // A model name with NUL (client-chosen) is stored, not retried forever.
+        let mut odd = record("nul", 0);
+        odd.requested_model = "gpt\0x".to_owned();
+        assert_eq!(other.write_batch(&[odd]).unwrap(), 1);
+
+        // The server drops every connection; the sink connects again.
+        let mut admin = postgres::Client::connect(&cluster.url(), NoTls).unwrap();
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE pid <> pg_backend_pid() AND usename = 'tollgate'",
+                &[],
+            )
+            .unwrap();
+        let reconnected = (0..2).any(|i| sink.write_batch(&[record(&format!("re{i}"), 0)]).is_ok());
+        assert!(reconnected);
+
+        // The whole ledger on top: spool, shipper, PostgreSQL.
+        let spool = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open_with(
+            spool.path(),
+            Arc::new(PostgresSink::connect(&cluster.url()).unwrap()),
+            LedgerOptions {
+                segment_bytes: 4096,
+                ..LedgerOptions::default()
+            },
+        )
+        .unwrap();
+        let acks: Vec<_> = (0..300)
+            .map(|i| {
+                let mut r = record(&format!("ledger-{i}"), i);
+                r.team = Some("ledger".to_owned());
+                ledger.try_record(r).unwrap()
+            })
+            .collect();
+        for ack in acks {
+            ack.wait().unwrap();
+        }
+        ledger.sync(std::time::Duration::from_secs(30)).unwrap();
+        let rows = ledger
+            .aggregate(&crate::AggregateQuery {
+                by: GroupBy::Team,
+                since_ms: None,
+                until_ms: None,
+            })
+            .unwrap();
+        let team = rows
+            .iter()
+            .find(|row| row.group.as_deref() == Some("ledger"))
+            .unwrap();
+        assert_eq!(team.requests, 300);
+        // sum of 1234 + i for i in 0..300, in units of 1e-8
+        assert_eq!(
+            team.cost,
+            rust_decimal::Decimal::new(300 * 1234 + 299 * 300 / 2, 8)
+        );
+        assert_eq!(ledger.stats().unshipped_bytes, 0);
+        drop(admin);
+    }
+
+    #[test]
+    fn nul_is_replaced_for_postgres() {
+        assert_eq!(pg_text("gpt\0x"), "gpt\u{FFFD}x");
+        assert!(matches!(pg_text("plain"), Cow::Borrowed("plain")));
+    }
+}
