@@ -28,10 +28,10 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-# The OpenAI SDK for the drop-in test, in a project-local venv.
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import openai' >/dev/null 2>&1; then
-  echo "setup: creating .venv with the openai SDK"
+# The OpenAI and Anthropic SDKs for the drop-in tests, in a project-local venv.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import openai, anthropic' >/dev/null 2>&1; then
+  echo "setup: creating .venv with the openai and anthropic SDKs"
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check 'openai>=1.40,<3'
+  .venv/bin/pip install -q --disable-pip-version-check 'openai>=1.40,<3' 'anthropic>=0.40,<1'
 fi
 echo "setup: ok"

@@ -159,7 +159,8 @@ pub struct Gateway {
     pub url: String,
     pub admin_url: String,
     pub config_path: PathBuf,
-    _dir: TempDir,
+    /// Holds the config and, unless the config names another place, the ledger.
+    pub dir: TempDir,
     _proc: Proc,
 }
 
@@ -180,6 +181,17 @@ impl Gateway {
                 "server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin_listen: \"127.0.0.1:{admin_port}\"\n  threads: 2\n{server_extra}{}\n",
                 config.trim_start_matches('\n')
             );
+            // Every gateway keeps its usage ledger in its own temporary directory, unless
+            // the test chose where (to restart on the same ledger).
+            let full = if config.contains("\nledger:") {
+                full
+            } else {
+                format!(
+                    "{full}ledger:\n  path: {}\n  spool: {}\n",
+                    dir.0.join("usage.db").display(),
+                    dir.0.join("spool").display()
+                )
+            };
             std::fs::write(&path, full).unwrap();
             let child = Command::new(bin_dir().join("tollgate"))
                 .args(["run", "-c"])
@@ -200,7 +212,7 @@ impl Gateway {
                     url: gw,
                     admin_url: admin,
                     config_path: path,
-                    _dir: dir,
+                    dir,
                     _proc: proc,
                 };
             }
@@ -368,5 +380,47 @@ impl Default for TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The usage records in a ledger's SQLite database, by request id:
+/// (status, input tokens, output tokens, estimated, cost, error).
+pub type LedgerRow = (u16, u64, u64, bool, String, Option<String>);
+
+pub fn ledger_rows(db: &Path) -> std::collections::HashMap<String, LedgerRow> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT request_id, status, input_tokens, output_tokens, estimated, cost, error FROM usage_records")
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            (
+                r.get::<_, u16>(1)?,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, i64>(3)? as u64,
+                r.get::<_, bool>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ),
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+impl Gateway {
+    /// Waits until the ledger has shipped every spooled record to the sink, and returns
+    /// the totals `/admin/usage` reports by `by`.
+    pub async fn usage(&self, by: &str) -> Value {
+        client()
+            .get(format!("{}/admin/usage?by={by}", self.admin_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 }

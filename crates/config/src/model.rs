@@ -27,6 +27,56 @@ pub struct Config {
     /// Gateway keys (hashes only).
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// Where usage records go. Default: SQLite at `data/usage.db`, spool in `data/spool`.
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+}
+
+/// The usage ledger: every request's record is spooled durably to local disk first, then
+/// shipped to the sink in the background.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    #[serde(default)]
+    pub sink: LedgerSink,
+    /// `sqlite`: the database file. Default `data/usage.db`.
+    #[serde(default = "default_ledger_path")]
+    pub path: std::path::PathBuf,
+    /// `postgres`: a connection URL, e.g. `postgres://tollgate:${PGPASSWORD}@db:5432/tollgate`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The spool directory (one per gateway process). Default `data/spool`.
+    #[serde(default = "default_spool_dir")]
+    pub spool: std::path::PathBuf,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            sink: LedgerSink::default(),
+            path: default_ledger_path(),
+            url: None,
+            spool: default_spool_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerSink {
+    /// Embedded SQLite: one node.
+    #[default]
+    Sqlite,
+    /// PostgreSQL: several nodes share one ledger.
+    Postgres,
+}
+
+fn default_ledger_path() -> std::path::PathBuf {
+    "data/usage.db".into()
+}
+
+fn default_spool_dir() -> std::path::PathBuf {
+    "data/spool".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -76,6 +126,14 @@ fn default_max_body_bytes() -> usize {
 pub enum ProviderKind {
     /// OpenAI and every OpenAI-compatible server (vLLM, Ollama, Mistral, Groq, DeepSeek…).
     Openai,
+    /// Azure OpenAI: a model's `model` is its deployment name; keys go in `api-key`.
+    AzureOpenai,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// Google's Gemini API (`generateContent`, `streamGenerateContent`).
+    Gemini,
+    /// Amazon Bedrock's Converse API, signed with SigV4 (`region` and `aws` required).
+    Bedrock,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +155,40 @@ pub struct ProviderConfig {
     pub health_check: Option<HealthCheckConfig>,
     #[serde(default)]
     pub circuit_breaker: CircuitBreakerConfig,
+    /// `azure_openai`: the `api-version` query parameter (a recent GA version by default);
+    /// `anthropic`: the `anthropic-version` header (default `2023-06-01`).
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// `bedrock`: the AWS region, e.g. `us-east-1`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `bedrock`: credentials for SigV4 signing.
+    #[serde(default)]
+    pub aws: Option<AwsConfig>,
+}
+
+/// AWS credentials for Bedrock; write them as `${AWS_ACCESS_KEY_ID}` etc.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// For temporary credentials.
+    #[serde(default)]
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for AwsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsConfig")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -9,7 +9,8 @@ use crate::endpoint::parse_endpoint;
 use crate::error::Problem;
 use crate::keyhash::is_key_hash;
 use crate::model::{
-    Config, ModelConfig, ModelMode, ProviderConfig, RouteConfig, ServerConfig, Strategy,
+    Config, LedgerSink, ModelConfig, ModelMode, ProviderConfig, ProviderKind, RouteConfig,
+    ServerConfig, Strategy,
 };
 use crate::path::KeyPath;
 
@@ -45,6 +46,18 @@ impl Config {
             problems: Vec::new(),
         };
         check.server(&self.server);
+        if self.ledger.sink == LedgerSink::Postgres
+            && self
+                .ledger
+                .url
+                .as_deref()
+                .is_none_or(|u| u.trim().is_empty())
+        {
+            check.report(
+                KeyPath::root().key("ledger").key("url"),
+                "the postgres sink needs a url, e.g. postgres://user:${PGPASSWORD}@host/db",
+            );
+        }
         for (name, provider) in &self.providers {
             check.provider(name, provider);
         }
@@ -185,6 +198,62 @@ impl Checker<'_> {
                     format!("{} is not an HTTP status", health.expected_status),
                 );
             }
+        }
+        match provider.kind {
+            ProviderKind::Bedrock => {
+                if provider
+                    .region
+                    .as_deref()
+                    .is_none_or(|r| r.trim().is_empty())
+                {
+                    self.report(
+                        base.clone().key("region"),
+                        "bedrock needs a region, e.g. us-east-1",
+                    );
+                }
+                match &provider.aws {
+                    None => self.report(
+                        base.clone().key("aws"),
+                        "bedrock needs aws: { access_key_id, secret_access_key }",
+                    ),
+                    Some(aws) => {
+                        if aws.access_key_id.trim().is_empty() {
+                            self.report(base.clone().key("aws").key("access_key_id"), "is empty");
+                        }
+                        if aws.secret_access_key.trim().is_empty() {
+                            self.report(
+                                base.clone().key("aws").key("secret_access_key"),
+                                "is empty",
+                            );
+                        }
+                    }
+                }
+            }
+            _ => {
+                if provider.aws.is_some() {
+                    self.report(
+                        base.clone().key("aws"),
+                        "only bedrock providers take aws credentials",
+                    );
+                }
+                if provider.region.is_some() {
+                    self.report(
+                        base.clone().key("region"),
+                        "only bedrock providers take a region",
+                    );
+                }
+            }
+        }
+        if provider.api_version.is_some()
+            && !matches!(
+                provider.kind,
+                ProviderKind::AzureOpenai | ProviderKind::Anthropic
+            )
+        {
+            self.report(
+                base.clone().key("api_version"),
+                "only azure_openai and anthropic providers take an api_version",
+            );
         }
         let breaker = base.key("circuit_breaker");
         if provider.circuit_breaker.failures == 0 {

@@ -16,12 +16,14 @@ use crate::snapshot::Snapshot;
 pub struct Admin {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
+    pub ledger: Arc<tollgate_ledger::Ledger>,
 }
 
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_owned();
+        let query = session.req_header().uri.query().unwrap_or("").to_owned();
         let mut content_type = "application/json";
         let (status, body) = match path.as_str() {
             "/healthz" => (StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
@@ -30,6 +32,7 @@ impl ServeHttp for Admin {
                 let snap = self.snapshot.load();
                 (StatusCode::OK, self.metrics.render(&snap.upstreams))
             }
+            "/admin/usage" => self.usage(&query).await,
             "/admin/upstreams" => {
                 let snap = self.snapshot.load();
                 let status = snap.upstreams.status(Instant::now());
@@ -53,5 +56,54 @@ impl ServeHttp for Admin {
             .header(http::header::CONTENT_LENGTH, body.len())
             .body(body)
             .unwrap_or_default()
+    }
+}
+
+/// How long `/admin/usage` waits for spooled records to reach the sink.
+const USAGE_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Admin {
+    /// `GET /admin/usage?by=team&since=2026-11-01&until=2026-12-01`: totals per group.
+    async fn usage(&self, query: &str) -> (StatusCode, Vec<u8>) {
+        let mut by = "team".to_owned();
+        let (mut since, mut until) = (None, None);
+        for (name, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+            match name {
+                "by" => by = value.to_owned(),
+                "since" => since = Some(value.to_owned()),
+                "until" => until = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        let query = match crate::usage::usage_query(&by, since.as_deref(), until.as_deref()) {
+            Ok(q) => q,
+            Err(message) => {
+                let err = tollgate_core::GatewayError::invalid_request(message);
+                return (StatusCode::BAD_REQUEST, err.openai_body());
+            }
+        };
+        let ledger = self.ledger.clone();
+        let rows = tokio::task::spawn_blocking(move || {
+            ledger.sync(USAGE_SYNC_WAIT)?;
+            ledger.aggregate(&query)
+        })
+        .await;
+        match rows {
+            Ok(Ok(rows)) => {
+                let body = serde_json::json!({ "by": by, "rows": rows });
+                (
+                    StatusCode::OK,
+                    serde_json::to_vec(&body).unwrap_or_default(),
+                )
+            }
+            Ok(Err(err)) => {
+                let err = tollgate_core::GatewayError::new(
+                    tollgate_core::ErrorKind::Unavailable,
+                    format!("the usage ledger is not available: {err}"),
+                );
+                (StatusCode::SERVICE_UNAVAILABLE, err.openai_body())
+            }
+            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, Vec::new()),
+        }
     }
 }

@@ -13,6 +13,7 @@ use tollgate_config::KeyConfig;
 pub struct GatewayKey {
     pub name: Arc<str>,
     pub team: Option<String>,
+    pub user: Option<String>,
     pub models: Vec<String>,
     pub routes: Vec<String>,
     digest: [u8; 32],
@@ -49,6 +50,7 @@ impl KeyStore {
             out.push(Arc::new(GatewayKey {
                 name: Arc::from(key.name.as_str()),
                 team: key.team.clone(),
+                user: key.user.clone(),
                 models: key.models.clone(),
                 routes: key.routes.clone(),
                 digest,

@@ -4,7 +4,7 @@
 //! after that ends with a well-formed error event.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use pingora_core::protocols::http::client::HttpSession as ClientSession;
@@ -12,17 +12,22 @@ use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::ErrorType;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
-use serde_json::{Map, Value};
 use tollgate_core::{ErrorKind, GatewayError};
-use tollgate_providers::openai::{self, ChatRequest, EmbeddingsRequest, StreamPayload};
-use tollgate_providers::{classify_upstream_error, Operation, UpstreamErrorClass, UpstreamRequest};
-use tollgate_routing::{
-    AttemptRecord, Attempts, EndpointPick, Failure, Plan, ProviderPool, TimeoutKind,
+use tollgate_ledger::Attempt as LedgerAttempt;
+use tollgate_providers::{
+    classify_error, translate_response, upstream_request, Credentials,
+    ErrorType as UpstreamErrorType, IngressRequest, ProviderKind, ResponseMeta, StreamStep,
+    StreamTranslator, Target, UpstreamError, UpstreamErrorClass, UpstreamRequest,
 };
-use tollgate_sse::{SseDecoder, SseEvent};
+use tollgate_routing::{
+    AttemptRecord, Attempts, Candidate, EndpointPick, Failure, KeyPick, Plan, ProviderPool,
+    TimeoutKind,
+};
+use tollgate_sse::eventstream::EventStreamDecoder;
+use tollgate_sse::SseDecoder;
 
 use crate::proxy::{respond_error, retry_after_secs, Gateway, RequestCtx};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ProviderWire, Snapshot};
 
 /// Largest upstream error body read to classify and relay it; providers' error bodies are
 /// a few hundred bytes, and a bigger one is cut rather than buffered.
@@ -40,54 +45,13 @@ const MAX_HELD_BACK_BYTES: usize = 64 * 1024;
 /// Longest wait for a pooled upstream connection to idle before it is closed.
 const UPSTREAM_IDLE_KEEPALIVE: Duration = Duration::from_secs(60);
 
-pub enum ParsedBody {
-    Chat(ChatRequest),
-    Embeddings(EmbeddingsRequest),
-}
-
-impl ParsedBody {
-    pub fn model(&self) -> &str {
-        match self {
-            ParsedBody::Chat(r) => r.model(),
-            ParsedBody::Embeddings(r) => r.model(),
-        }
-    }
-
-    pub fn stream(&self) -> bool {
-        match self {
-            ParsedBody::Chat(r) => r.stream(),
-            ParsedBody::Embeddings(_) => false,
-        }
-    }
-
-    pub fn metadata(&self) -> Option<&Map<String, Value>> {
-        match self {
-            ParsedBody::Chat(r) => r.metadata(),
-            ParsedBody::Embeddings(r) => r.metadata(),
-        }
-    }
-
-    pub fn prompt_text(&self, out: &mut String) {
-        match self {
-            ParsedBody::Chat(r) => r.prompt_text(out),
-            ParsedBody::Embeddings(r) => r.prompt_text(out),
-        }
-    }
-
-    fn upstream_body(&self, upstream_model: &str) -> Vec<u8> {
-        match self {
-            ParsedBody::Chat(r) => r.to_upstream_body(upstream_model),
-            ParsedBody::Embeddings(r) => r.to_upstream_body(upstream_model),
-        }
-    }
-}
-
 /// How one attempt ended.
 enum Attempt {
     /// The response was relayed to the client (completely, or a stream ended with an error
     /// event after it had started): the request is over.
     Answered,
-    /// The upstream answered with a client error (4xx other than 429): relayed as is.
+    /// The upstream answered with a client error (4xx other than 429): relayed in the
+    /// client's dialect.
     Rejected { status: u16, body: Bytes },
     /// Nothing reached the client; the plan may try again.
     Failed(Failure),
@@ -98,12 +62,40 @@ enum Attempt {
 pub struct Exchange<'a> {
     pub gateway: &'a Gateway,
     pub snapshot: &'a Arc<Snapshot>,
-    pub op: Operation,
-    pub body: &'a ParsedBody,
+    pub ingress: &'a IngressRequest,
     pub plan: &'a Plan,
 }
 
 impl Exchange<'_> {
+    /// Usage counted by the gateway when the provider reported none (flagged estimated).
+    fn estimate(&self, output_text: &str) -> tollgate_core::Usage {
+        let mut prompt = String::new();
+        self.ingress.prompt_text(&mut prompt);
+        tollgate_core::Usage {
+            input_tokens: tollgate_metering::estimate_tokens(&prompt),
+            output_tokens: tollgate_metering::estimate_tokens(output_text),
+            estimated: true,
+            ..Default::default()
+        }
+    }
+
+    /// Usage of a stream that ended without the provider's final report: what it did
+    /// report, completed with the gateway's counts (`output_counted` from the text relayed).
+    fn estimate_stream(
+        &self,
+        reported: Option<tollgate_core::Usage>,
+        output_counted: u64,
+    ) -> tollgate_core::Usage {
+        let estimate = self.estimate("");
+        let reported = reported.unwrap_or_default();
+        tollgate_core::Usage {
+            input_tokens: reported.input_tokens.max(estimate.input_tokens),
+            output_tokens: reported.output_tokens.max(output_counted),
+            estimated: true,
+            ..reported
+        }
+    }
+
     pub async fn run(
         self,
         session: &mut Session,
@@ -164,23 +156,30 @@ impl Exchange<'_> {
                     continue;
                 }
             };
-            let headers = self
-                .snapshot
-                .provider_headers
-                .get(&*candidate.provider)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            let request = openai::upstream_request(
-                self.op,
-                &endpoint.path_prefix,
-                key.as_ref().map(|k| &*k.secret),
-                headers,
-                self.body.upstream_body(&candidate.upstream_model),
-            );
+            let Some(wire) = self.snapshot.providers.get(&*candidate.provider) else {
+                last = Some(Failure::Other);
+                continue;
+            };
+            let request =
+                match build_request(self.ingress, wire, candidate, &endpoint, key.as_ref()) {
+                    Ok(request) => request,
+                    Err(err) => return Err(err),
+                };
+            ctx.accounting.provider = Some(candidate.provider.to_string());
+            ctx.accounting.endpoint = Some(endpoint_url(&endpoint));
+            ctx.accounting.attempts.push(LedgerAttempt {
+                model: candidate.model.to_string(),
+                provider: candidate.provider.to_string(),
+                endpoint: endpoint_url(&endpoint),
+                outcome: "pending".to_owned(),
+                status: None,
+            });
             let guard = pool.start(endpoint.index);
             let started = Instant::now();
             let outcome = self
-                .attempt(session, ctx, pool, &endpoint, request, deadline, started)
+                .attempt(
+                    session, ctx, pool, wire, candidate, &endpoint, request, deadline, started,
+                )
                 .await;
             drop(guard);
             let now = Instant::now();
@@ -196,10 +195,12 @@ impl Exchange<'_> {
                     return Ok(());
                 }
                 Attempt::ClientGone => {
+                    set_outcome(ctx, "client_gone", None);
                     ctx.error = Some("client_gone");
                     return Ok(());
                 }
                 Attempt::Rejected { status, body } => {
+                    set_outcome(ctx, "rejected", Some(status));
                     let failure = Failure::Status {
                         code: status,
                         retry_after: None,
@@ -211,6 +212,7 @@ impl Exchange<'_> {
                     return Ok(());
                 }
                 Attempt::Failed(failure) => {
+                    set_outcome(ctx, outcome_label(&failure), failure_status(&failure));
                     self.gateway
                         .metrics
                         .attempt(&candidate.provider, Some(&failure));
@@ -249,6 +251,8 @@ impl Exchange<'_> {
         session: &mut Session,
         ctx: &mut RequestCtx,
         pool: &ProviderPool,
+        wire: &ProviderWire,
+        candidate: &Candidate,
         endpoint: &EndpointPick,
         request: UpstreamRequest,
         deadline: Instant,
@@ -296,13 +300,14 @@ impl Exchange<'_> {
                 Ok(b) | Err(ReadAllError::TooLarge(b)) => b,
                 Err(ReadAllError::Failed(f)) => return Attempt::Failed(f),
             };
-            return match classify_upstream_error(status, &body) {
+            let error = classify_error(wire.kind, status, &body);
+            return match error.class() {
                 UpstreamErrorClass::RateLimited => Attempt::Failed(Failure::Status {
                     code: 429,
                     retry_after,
                 }),
                 UpstreamErrorClass::Server => Attempt::Failed(Failure::Status {
-                    code: status,
+                    code: status.max(500),
                     retry_after,
                 }),
                 UpstreamErrorClass::ContextTooLong => Attempt::Failed(Failure::ContextTooLong),
@@ -310,18 +315,34 @@ impl Exchange<'_> {
                     code: status,
                     retry_after: None,
                 }),
-                UpstreamErrorClass::Client => Attempt::Rejected { status, body },
+                UpstreamErrorClass::Client => {
+                    if wire.kind.native_dialect() == Some(ctx.dialect) {
+                        Attempt::Rejected { status, body }
+                    } else {
+                        Attempt::Rejected {
+                            status: error.client_status(ctx.dialect),
+                            body: Bytes::from(error.client_body(ctx.dialect)),
+                        }
+                    }
+                }
             };
         }
 
-        let is_stream = self.body.stream()
-            && upstream
-                .response_header()
-                .and_then(|h| h.headers.get(http::header::CONTENT_TYPE))
-                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        if is_stream {
+        let framing = upstream
+            .response_header()
+            .and_then(|h| h.headers.get(http::header::CONTENT_TYPE))
+            .and_then(|v| Framing::of(v.as_bytes()));
+        let meta = ResponseMeta {
+            request_id: ctx.id.as_str(),
+            created: unix_now(),
+            model: &candidate.upstream_model,
+        };
+        if let (true, Some(framing)) = (self.ingress.stream(), framing) {
+            let translator = StreamTranslator::new(wire.kind, self.ingress, &meta);
             return self
-                .relay_stream(session, ctx, pool, endpoint, upstream, deadline, started)
+                .relay_stream(
+                    session, ctx, pool, endpoint, upstream, framing, translator, deadline, started,
+                )
                 .await;
         }
 
@@ -334,10 +355,26 @@ impl Exchange<'_> {
         connector
             .release_http_session(upstream, &peer, Some(UPSTREAM_IDLE_KEEPALIVE))
             .await;
-        let Some(header) = response_header(ctx, status, "application/json", Some(body.len()))
+        let translated = match translate_response(wire.kind, self.ingress, &body, &meta) {
+            Ok(t) => t,
+            Err(err) => {
+                tracing::warn!(request_id = %ctx.id, error = %err, "upstream answer could not be translated");
+                return Attempt::Failed(Failure::Other);
+            }
+        };
+        let usage = match translated.usage {
+            Some(usage) => usage,
+            None => self.estimate(&response_text(&translated.body)),
+        };
+        ctx.usage = Some(usage);
+        let body = Bytes::from(translated.body);
+        let Some(mut header) = response_header(ctx, status, "application/json", Some(body.len()))
         else {
             return Attempt::Failed(Failure::Other);
         };
+        set_outcome(ctx, "ok", Some(status));
+        self.gateway.settle(self.snapshot, ctx).await;
+        let _ = header.insert_header("x-tollgate-cost", ctx.accounting.cost.to_string());
         if session
             .write_response_header(Box::new(header), false)
             .await
@@ -357,14 +394,15 @@ impl Exchange<'_> {
         pool: &ProviderPool,
         endpoint: &EndpointPick,
         mut upstream: ClientSession,
+        framing: Framing,
+        translator: StreamTranslator,
         deadline: Instant,
         started: Instant,
     ) -> Attempt {
         let timeouts = &self.plan.timeouts;
         upstream.set_read_timeout(Some(timeouts.first_token));
         let _active = self.gateway.metrics.stream_started();
-        let mut relay = StreamRelay::new();
-        let mut events = Vec::new();
+        let mut relay = StreamRelay::new(framing, translator);
         let mut first_byte = true;
         let end = loop {
             let read =
@@ -380,16 +418,8 @@ impl Exchange<'_> {
                 pool.record_success(endpoint.index, started.elapsed());
                 upstream.set_read_timeout(Some(timeouts.idle));
             }
-            if relay.decoder.feed(&chunk, &mut events).is_err() {
-                break StreamEnd::Broken(Failure::Other);
-            }
-            for event in events.drain(..) {
-                if relay.push(&event) {
-                    break;
-                }
-            }
-            if let Some(failure) = relay.in_stream_error.take() {
-                break StreamEnd::Broken(failure);
+            if let Some(error) = relay.feed(&chunk) {
+                break StreamEnd::Error(error);
             }
             if relay.committed() && !relay.out.is_empty() {
                 if let Err(gone) = relay.flush(session, ctx).await {
@@ -398,7 +428,7 @@ impl Exchange<'_> {
             }
         };
         let end = match end {
-            StreamEnd::Finished if relay.decoder.finish().is_err() || !relay.saw_done => {
+            StreamEnd::Finished if !relay.finished_cleanly() => {
                 StreamEnd::Broken(Failure::Status {
                     code: 502,
                     retry_after: None,
@@ -406,8 +436,17 @@ impl Exchange<'_> {
             }
             other => other,
         };
+        let complete = matches!(end, StreamEnd::Finished);
+        ctx.usage = Some(match relay.translator.usage() {
+            Some(usage) if complete => usage,
+            reported => self.estimate_stream(reported, relay.output_tokens.total()),
+        });
         match end {
             StreamEnd::Finished => {
+                relay.translator.finish(&mut relay.out);
+                ctx.status = 200;
+                set_outcome(ctx, "ok", Some(200));
+                self.gateway.settle(self.snapshot, ctx).await;
                 if let Err(gone) = relay.flush(session, ctx).await {
                     return gone;
                 }
@@ -416,19 +455,31 @@ impl Exchange<'_> {
                 }
                 Attempt::Answered
             }
+            StreamEnd::Error(error) if !relay.header_sent => {
+                Attempt::Failed(stream_failure(&error))
+            }
             StreamEnd::Broken(failure) if !relay.header_sent => Attempt::Failed(failure),
-            StreamEnd::Broken(failure) => {
-                let message = match &failure {
-                    Failure::Timeout(kind) => format!("upstream stream timed out ({kind:?})"),
-                    _ => "upstream stream ended unexpectedly".to_owned(),
+            end => {
+                let error = match end {
+                    StreamEnd::Error(error) => error,
+                    StreamEnd::Broken(Failure::Timeout(kind)) => UpstreamError::new(
+                        UpstreamErrorType::Server,
+                        504,
+                        &format!("the upstream stream timed out ({kind:?})"),
+                    ),
+                    _ => UpstreamError::new(
+                        UpstreamErrorType::Server,
+                        502,
+                        "the upstream stream ended unexpectedly",
+                    ),
                 };
-                tracing::warn!(request_id = %ctx.id, failure = ?failure, "stream broke after it started");
+                tracing::warn!(request_id = %ctx.id, error = %error, "stream broke after it started");
                 ctx.error = Some("stream_broken");
                 relay.out.clear();
-                tollgate_sse::encode_data(
-                    &openai::stream_error_data(&message, "api_error", "upstream_stream_error"),
-                    &mut relay.out,
-                );
+                relay.translator.fail(&error, &mut relay.out);
+                ctx.status = 200;
+                set_outcome(ctx, "broken", Some(200));
+                self.gateway.settle(self.snapshot, ctx).await;
                 if let Err(gone) = relay.flush(session, ctx).await {
                     return gone;
                 }
@@ -441,29 +492,64 @@ impl Exchange<'_> {
 
 enum StreamEnd {
     Finished,
+    /// The upstream ended early or stalled.
     Broken(Failure),
+    /// The upstream sent an error inside the stream.
+    Error(UpstreamError),
 }
 
-/// Re-frames upstream SSE events for the client, holding back lifecycle-only events until
-/// the first generated output (see [`MAX_HELD_BACK_BYTES`]).
+/// How an upstream frames its stream.
+#[derive(Clone, Copy)]
+enum Framing {
+    Sse,
+    /// AWS event-stream binary messages (Bedrock `converse-stream`).
+    EventStream,
+}
+
+impl Framing {
+    fn of(content_type: &[u8]) -> Option<Framing> {
+        if content_type.starts_with(b"text/event-stream") {
+            Some(Framing::Sse)
+        } else if content_type.starts_with(b"application/vnd.amazon.eventstream") {
+            Some(Framing::EventStream)
+        } else {
+            None
+        }
+    }
+}
+
+enum Decoder {
+    Sse(SseDecoder),
+    EventStream(EventStreamDecoder),
+}
+
+/// Translates upstream stream events for the client, holding back lifecycle-only events
+/// until the first generated output (see [`MAX_HELD_BACK_BYTES`]).
 struct StreamRelay {
-    decoder: SseDecoder,
+    decoder: Decoder,
+    translator: StreamTranslator,
+    /// Output tokens counted from the generated text, for when the provider reports none.
+    output_tokens: tollgate_metering::TokenCounter,
     out: Vec<u8>,
     has_output: bool,
     header_sent: bool,
     saw_done: bool,
-    in_stream_error: Option<Failure>,
 }
 
 impl StreamRelay {
-    fn new() -> Self {
+    fn new(framing: Framing, translator: StreamTranslator) -> Self {
+        let decoder = match framing {
+            Framing::Sse => Decoder::Sse(SseDecoder::new()),
+            Framing::EventStream => Decoder::EventStream(EventStreamDecoder::new()),
+        };
         Self {
-            decoder: SseDecoder::new(),
+            decoder,
+            translator,
+            output_tokens: tollgate_metering::TokenCounter::new(),
             out: Vec::new(),
             has_output: false,
             header_sent: false,
             saw_done: false,
-            in_stream_error: None,
         }
     }
 
@@ -471,24 +557,68 @@ impl StreamRelay {
         self.has_output || self.out.len() > MAX_HELD_BACK_BYTES
     }
 
-    /// Queues one upstream event for the client; true when the stream must stop. An error
-    /// event is not relayed: it ends the attempt (failing over if nothing was sent yet,
-    /// else as a stream error).
-    fn push(&mut self, event: &SseEvent) -> bool {
-        match openai::classify_stream_data(&event.data) {
-            StreamPayload::Error { .. } => {
-                self.in_stream_error = Some(Failure::Status {
-                    code: 502,
-                    retry_after: None,
-                });
-                return true;
+    /// Decodes and translates one chunk of upstream bytes into `out`; the upstream's error,
+    /// when it sent one (or its framing is broken).
+    fn feed(&mut self, chunk: &[u8]) -> Option<UpstreamError> {
+        let mut steps = Vec::new();
+        let framing_error = match &mut self.decoder {
+            Decoder::Sse(decoder) => {
+                let mut events = Vec::new();
+                let result = decoder.feed(chunk, &mut events);
+                for event in &events {
+                    steps.push(self.translator.on_event(event, &mut self.out));
+                    if steps.last().is_some_and(|s: &StreamStep| s.error.is_some()) {
+                        break;
+                    }
+                }
+                result.err().map(|e| e.to_string())
             }
-            StreamPayload::Done => self.saw_done = true,
-            StreamPayload::Chunk { has_output, .. } => self.has_output |= has_output,
-            StreamPayload::Unknown => {}
+            Decoder::EventStream(decoder) => {
+                let mut messages = Vec::new();
+                let result = decoder.feed(chunk, &mut messages);
+                for message in &messages {
+                    let headers: Vec<(String, String)> = message
+                        .headers
+                        .iter()
+                        .filter_map(|(name, value)| {
+                            value.as_str().map(|v| (name.clone(), v.to_owned()))
+                        })
+                        .collect();
+                    steps.push(
+                        self.translator
+                            .on_frame(&headers, &message.payload, &mut self.out),
+                    );
+                    if steps.last().is_some_and(|s| s.error.is_some()) {
+                        break;
+                    }
+                }
+                result.err().map(|e| e.to_string())
+            }
+        };
+        self.output_tokens.push(&self.translator.take_output_text());
+        for step in steps {
+            self.has_output |= step.has_output;
+            self.saw_done |= step.done;
+            if let Some(error) = step.error {
+                return Some(error);
+            }
         }
-        tollgate_sse::encode(event, &mut self.out);
-        false
+        framing_error.map(|problem| {
+            UpstreamError::new(
+                UpstreamErrorType::Server,
+                502,
+                &format!("the upstream stream is malformed: {problem}"),
+            )
+        })
+    }
+
+    /// The upstream sent its end marker and no partial frame is left.
+    fn finished_cleanly(&mut self) -> bool {
+        let framing_complete = match &mut self.decoder {
+            Decoder::Sse(decoder) => decoder.finish().is_ok(),
+            Decoder::EventStream(decoder) => decoder.finish().is_ok(),
+        };
+        self.saw_done && framing_complete
     }
 
     async fn flush(&mut self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Attempt> {
@@ -544,7 +674,7 @@ fn response_header(
 const DEFAULT_KEY_COOLDOWN: Duration = Duration::from_secs(1);
 
 async fn relay_rejection(session: &mut Session, ctx: &mut RequestCtx, status: u16, body: Bytes) {
-    let looks_like_error = serde_json::from_slice::<Value>(&body)
+    let looks_like_error = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .is_some_and(|v| v.get("error").is_some());
     if looks_like_error {
@@ -558,6 +688,134 @@ async fn relay_rejection(session: &mut Session, ctx: &mut RequestCtx, status: u1
         let mut err = err;
         err.code = Some("upstream_rejected");
         respond_error(session, ctx, &err).await;
+    }
+}
+
+/// Sets the outcome of the latest attempt in the usage record.
+fn set_outcome(ctx: &mut RequestCtx, outcome: &str, status: Option<u16>) {
+    if let Some(last) = ctx.accounting.attempts.last_mut() {
+        outcome.clone_into(&mut last.outcome);
+        last.status = status;
+    }
+}
+
+fn outcome_label(failure: &Failure) -> &'static str {
+    match failure {
+        Failure::Connect => "connect",
+        Failure::Timeout(_) => "timeout",
+        Failure::Status { code: 429, .. } => "429",
+        Failure::Status { code, .. } if *code >= 500 => "5xx",
+        Failure::Status { .. } => "rejected",
+        Failure::ContextTooLong => "context_too_long",
+        Failure::Other => "error",
+    }
+}
+
+fn failure_status(failure: &Failure) -> Option<u16> {
+    match failure {
+        Failure::Status { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+/// The base URL of an endpoint, for records (never carries a secret).
+fn endpoint_url(endpoint: &EndpointPick) -> String {
+    let scheme = if endpoint.tls { "https" } else { "http" };
+    format!(
+        "{scheme}://{}{}",
+        host_header(endpoint),
+        endpoint.path_prefix
+    )
+}
+
+/// The generated text of a complete answer in either client dialect, for estimates.
+fn response_text(body: &[u8]) -> String {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return String::new();
+    };
+    let mut text = String::new();
+    let mut push = |v: &serde_json::Value| {
+        if let Some(s) = v.as_str() {
+            text.push_str(s);
+        }
+    };
+    for choice in value["choices"].as_array().into_iter().flatten() {
+        push(&choice["message"]["content"]);
+        for call in choice["message"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            push(&call["function"]["arguments"]);
+        }
+    }
+    for block in value["content"].as_array().into_iter().flatten() {
+        push(&block["text"]);
+    }
+    text
+}
+
+/// The upstream request of one attempt: the client's request in the provider's dialect,
+/// with the provider's credentials.
+fn build_request(
+    ingress: &IngressRequest,
+    wire: &ProviderWire,
+    candidate: &Candidate,
+    endpoint: &EndpointPick,
+    key: Option<&KeyPick>,
+) -> Result<UpstreamRequest, GatewayError> {
+    let credentials = match (wire.kind, &wire.aws, key) {
+        (ProviderKind::Bedrock, Some(aws), _) => Credentials::Aws {
+            credentials: aws,
+            region: wire.region.as_deref(),
+        },
+        (_, _, Some(key)) => Credentials::ApiKey(&key.secret),
+        _ => Credentials::None,
+    };
+    let host = host_header(endpoint);
+    let target = Target {
+        kind: wire.kind,
+        upstream_model: &candidate.upstream_model,
+        path_prefix: &endpoint.path_prefix,
+        host: &host,
+        credentials,
+        api_version: wire.api_version.as_deref(),
+        extra_headers: &wire.headers,
+    };
+    upstream_request(ingress, &target, SystemTime::now()).map_err(GatewayError::from)
+}
+
+/// An in-stream error before any output: fail over like the same error as a status.
+fn stream_failure(error: &UpstreamError) -> Failure {
+    match error.class() {
+        UpstreamErrorClass::RateLimited => Failure::Status {
+            code: 429,
+            retry_after: None,
+        },
+        UpstreamErrorClass::ContextTooLong => Failure::ContextTooLong,
+        UpstreamErrorClass::Client => Failure::Other,
+        UpstreamErrorClass::Server | UpstreamErrorClass::Auth => Failure::Status {
+            code: error.upstream_status.max(500),
+            retry_after: None,
+        },
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The `Host` header for an endpoint: the port only when it is not the scheme's default.
+fn host_header(endpoint: &EndpointPick) -> String {
+    let default_port = if endpoint.tls { 443 } else { 80 };
+    if endpoint.port == default_port {
+        endpoint.host.to_string()
+    } else if endpoint.host.contains(':') {
+        format!("[{}]:{}", endpoint.host, endpoint.port)
+    } else {
+        format!("{}:{}", endpoint.host, endpoint.port)
     }
 }
 
@@ -623,15 +881,7 @@ fn request_header(
         Some(6 + request.headers.len()),
     )
     .ok()?;
-    let default_port = if endpoint.tls { 443 } else { 80 };
-    let host = if endpoint.port == default_port {
-        endpoint.host.to_string()
-    } else if endpoint.host.contains(':') {
-        format!("[{}]:{}", endpoint.host, endpoint.port)
-    } else {
-        format!("{}:{}", endpoint.host, endpoint.port)
-    };
-    header.insert_header("host", host).ok()?;
+    header.insert_header("host", host_header(endpoint)).ok()?;
     header
         .insert_header("content-length", request.body.len().to_string())
         .ok()?;

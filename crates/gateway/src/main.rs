@@ -11,6 +11,7 @@ mod resolve;
 mod server;
 mod snapshot;
 mod tokens;
+mod usage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,20 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Total the usage ledger by team, key, model, route, day or month.
+    Usage {
+        #[arg(short, long, default_value = "conf/tollgate.yaml")]
+        config: PathBuf,
+        /// team, key, model, route, day or month.
+        #[arg(long, default_value = "team")]
+        by: String,
+        /// From this date or RFC 3339 time (inclusive).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this date or RFC 3339 time (exclusive).
+        #[arg(long)]
+        until: Option<String>,
+    },
     /// Start mock providers and the gateway with the embedded demo configuration.
     Demo {
         /// Client-facing listen address.
@@ -70,6 +85,12 @@ fn main() -> ExitCode {
         Command::Run { config } => server::run_file(&config),
         Command::Check { config } => check(&config),
         Command::Keys { command } => keys(command),
+        Command::Usage {
+            config,
+            by,
+            since,
+            until,
+        } => usage::print_usage(&config, &by, since.as_deref(), until.as_deref()),
         Command::Demo {
             listen,
             admin_listen,
@@ -80,6 +101,18 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match tollgate_config::load(path) {
         Ok(config) => match snapshot::Snapshot::build(config) {
+            // Every catalog model needs a price, so no request is ever billed at zero by
+            // accident.
+            Ok(snapshot) if !tollgate_metering::missing_prices(&snapshot.config).is_empty() => {
+                for model in tollgate_metering::missing_prices(&snapshot.config) {
+                    eprintln!(
+                        "{}: models.{model}.price: every model needs a price (USD per 1M \
+                         tokens, e.g. price: {{ input: 0.15, output: 0.60 }})",
+                        path.display()
+                    );
+                }
+                ExitCode::FAILURE
+            }
             Ok(_) => {
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS

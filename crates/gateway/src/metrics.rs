@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tollgate_routing::{CircuitState, Failure, Upstreams};
 
@@ -22,6 +22,9 @@ pub struct Metrics {
     ttft: HistogramVec,
     attempts: IntCounterVec,
     fallbacks: IntCounterVec,
+    tokens: IntCounterVec,
+    cost: CounterVec,
+    ledger_errors: IntCounter,
     active_streams: IntGauge,
     circuit_state: IntGaugeVec,
     endpoint_healthy: IntGaugeVec,
@@ -66,6 +69,24 @@ impl Metrics {
                 ),
                 &["route"],
             )?,
+            tokens: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_tokens_total",
+                    "Tokens by served model and direction (input, output, cached_input, reasoning)",
+                ),
+                &["model", "direction"],
+            )?,
+            cost: CounterVec::new(
+                Opts::new(
+                    "tollgate_cost_usd_total",
+                    "Cost in USD by route, served model and team, from the config's prices",
+                ),
+                &["route", "model", "team"],
+            )?,
+            ledger_errors: IntCounter::new(
+                "tollgate_ledger_errors_total",
+                "Usage records that could not be written to the spool",
+            )?,
             active_streams: IntGauge::new("tollgate_active_streams", "Streams being relayed now")?,
             circuit_state: IntGaugeVec::new(
                 Opts::new(
@@ -95,6 +116,9 @@ impl Metrics {
             Box::new(self.ttft.clone()),
             Box::new(self.attempts.clone()),
             Box::new(self.fallbacks.clone()),
+            Box::new(self.tokens.clone()),
+            Box::new(self.cost.clone()),
+            Box::new(self.ledger_errors.clone()),
             Box::new(self.active_streams.clone()),
             Box::new(self.circuit_state.clone()),
             Box::new(self.endpoint_healthy.clone()),
@@ -126,6 +150,27 @@ impl Metrics {
         if done.fallback {
             self.fallbacks.with_label_values(&[done.route]).inc();
         }
+        if let Some(cost) = done.cost.filter(|c| *c > 0.0) {
+            self.cost
+                .with_label_values(&[done.route, done.model, done.team])
+                .inc_by(cost);
+        }
+        if let Some(usage) = done.usage {
+            for (direction, count) in [
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+                ("cached_input", usage.cached_input_tokens),
+                ("reasoning", usage.reasoning_tokens),
+            ] {
+                self.tokens
+                    .with_label_values(&[done.model, direction])
+                    .inc_by(count);
+            }
+        }
+    }
+
+    pub fn ledger_error(&self) {
+        self.ledger_errors.inc();
     }
 
     pub fn attempt(&self, provider: &str, failure: Option<&Failure>) {
@@ -195,6 +240,10 @@ pub struct RequestDone<'a> {
     pub started: Instant,
     pub first_byte: Option<Instant>,
     pub fallback: bool,
+    pub usage: Option<tollgate_core::Usage>,
+    /// USD; `None` when unpriced.
+    pub cost: Option<f64>,
+    pub team: &'a str,
 }
 
 #[cfg(test)]
@@ -213,6 +262,13 @@ mod tests {
             started: Instant::now(),
             first_byte: Some(Instant::now()),
             fallback: true,
+            usage: Some(tollgate_core::Usage {
+                input_tokens: 3,
+                output_tokens: 5,
+                ..Default::default()
+            }),
+            cost: Some(0.25),
+            team: "t",
         });
         m.attempt(
             "p",
@@ -235,6 +291,7 @@ mod tests {
             "tollgate_time_to_first_byte_seconds",
             "tollgate_upstream_attempts_total",
             "tollgate_fallbacks_total",
+            r#"tollgate_tokens_total{direction="output",model="m"} 5"#,
             "tollgate_active_streams 1",
             "tollgate_circuit_state",
         ] {

@@ -20,28 +20,35 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::{ProxyHttp, Session};
 use tollgate_core::{ErrorKind, GatewayError, RequestId};
-use tollgate_providers::openai::{self, ChatRequest, EmbeddingsRequest};
-use tollgate_providers::Operation;
+use tollgate_providers::openai;
+use tollgate_providers::{Dialect, IngressRequest, Operation};
 use tollgate_routing::RouteRequest;
 
 use crate::auth::{presented_secret, GatewayKey};
-use crate::forward::{Exchange, ParsedBody};
+use crate::forward::Exchange;
 use crate::metrics::{Metrics, RequestDone};
 use crate::snapshot::Snapshot;
 use crate::tokens::estimate_prompt_tokens;
+use crate::usage::{tags_of, Accounting};
 
 pub struct Gateway {
     snapshot: Arc<ArcSwap<Snapshot>>,
     pub(crate) connector: Connector,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) ledger: Arc<tollgate_ledger::Ledger>,
 }
 
 impl Gateway {
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        metrics: Arc<Metrics>,
+        ledger: Arc<tollgate_ledger::Ledger>,
+    ) -> Self {
         Self {
             snapshot,
             connector: Connector::new(None),
             metrics,
+            ledger,
         }
     }
 }
@@ -57,6 +64,14 @@ pub struct RequestCtx {
     pub error: Option<&'static str>,
     pub attempts: usize,
     pub stream: bool,
+    /// The API dialect the client speaks; errors are answered in it.
+    pub dialect: Dialect,
+    /// Token usage of the answer, when known.
+    pub usage: Option<tollgate_core::Usage>,
+    /// What the usage record needs.
+    pub accounting: Accounting,
+    /// The config the request started with; it finishes on it.
+    pub snapshot: Option<Arc<Snapshot>>,
     /// When the first byte of the answer went to the client.
     pub first_byte: Option<Instant>,
     /// Served by a candidate after the first (a fallback model).
@@ -78,6 +93,10 @@ impl ProxyHttp for Gateway {
             error: None,
             attempts: 0,
             stream: false,
+            dialect: Dialect::OpenAi,
+            usage: None,
+            accounting: Accounting::default(),
+            snapshot: None,
             first_byte: None,
             fallback: false,
         }
@@ -105,6 +124,10 @@ impl ProxyHttp for Gateway {
                 .map(|v| v.as_bytes()),
         );
         let snapshot = self.snapshot.load_full();
+        ctx.snapshot = Some(snapshot.clone());
+        ctx.accounting.time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         if let Err(err) = self.handle(session, ctx, &snapshot).await {
             respond_error(session, ctx, &err).await;
         }
@@ -112,6 +135,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(snapshot) = ctx.snapshot.clone() {
+            self.settle(&snapshot, ctx).await;
+        }
         self.metrics.request(&RequestDone {
             route: ctx.route.as_deref().unwrap_or(""),
             model: ctx.model.as_deref().unwrap_or(""),
@@ -121,6 +147,9 @@ impl ProxyHttp for Gateway {
             started: ctx.started,
             first_byte: ctx.first_byte,
             fallback: ctx.fallback,
+            usage: ctx.usage,
+            cost: rust_decimal_to_f64(ctx.accounting.cost),
+            team: ctx.accounting.team.as_deref().unwrap_or(""),
         });
         tracing::info!(
             target: "access",
@@ -149,6 +178,7 @@ impl Gateway {
         let endpoint = match path.as_str() {
             "/v1/chat/completions" | "/chat/completions" => Endpoint::Chat,
             "/v1/embeddings" | "/embeddings" => Endpoint::Embeddings,
+            "/v1/messages" | "/messages" => Endpoint::Messages,
             "/v1/models" | "/models" => Endpoint::Models,
             _ => {
                 return Err(GatewayError::new(
@@ -158,9 +188,12 @@ impl Gateway {
                 .with_code("unknown_url"))
             }
         };
+        if endpoint == Endpoint::Messages {
+            ctx.dialect = Dialect::Anthropic;
+        }
         let allowed = match endpoint {
             Endpoint::Models => Method::GET,
-            Endpoint::Chat | Endpoint::Embeddings => Method::POST,
+            Endpoint::Chat | Endpoint::Embeddings | Endpoint::Messages => Method::POST,
         };
         if method != allowed {
             return Err(GatewayError::new(
@@ -177,17 +210,16 @@ impl Gateway {
         }
 
         let body = read_body(session, snap.config.server.max_body_bytes).await?;
-        let (parsed, op) = match endpoint {
-            Endpoint::Chat => (
-                ParsedBody::Chat(ChatRequest::parse(&body)?),
-                Operation::ChatCompletions,
-            ),
-            _ => (
-                ParsedBody::Embeddings(EmbeddingsRequest::parse(&body)?),
-                Operation::Embeddings,
-            ),
+        let op = match endpoint {
+            Endpoint::Embeddings => Operation::Embeddings,
+            _ => Operation::ChatCompletions,
         };
+        let parsed = IngressRequest::parse(ctx.dialect, op, &body)?;
         drop(body);
+        ctx.accounting.requested_model = Some(parsed.model().to_owned());
+        ctx.accounting.team = key.team.clone();
+        ctx.accounting.user = key.user.clone();
+        ctx.accounting.tags = tags_of(parsed.metadata());
         ctx.stream = parsed.stream();
 
         let mut prompt = String::new();
@@ -212,8 +244,7 @@ impl Gateway {
         Exchange {
             gateway: self,
             snapshot: snap,
-            op,
-            body: &parsed,
+            ingress: &parsed,
             plan: &plan,
         }
         .run(session, ctx)
@@ -225,6 +256,7 @@ impl Gateway {
 enum Endpoint {
     Chat,
     Embeddings,
+    Messages,
     Models,
 }
 
@@ -329,24 +361,26 @@ pub async fn respond_json(
     }
 }
 
-/// Answers with the gateway's error in OpenAI's schema.
+/// Answers with the gateway's error in the schema of the client's dialect.
 pub async fn respond_error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayError) {
     ctx.error = Some(err.kind.label());
     let mut extra = Vec::new();
     if let Some(secs) = err.retry_after {
         extra.push(("retry-after", secs.to_string()));
     }
-    respond_json(
-        session,
-        ctx,
-        err.status(),
-        Bytes::from(err.openai_body()),
-        &extra,
-    )
-    .await;
+    let body = match ctx.dialect {
+        Dialect::OpenAi => err.openai_body(),
+        Dialect::Anthropic => err.anthropic_body(),
+    };
+    respond_json(session, ctx, err.status(), Bytes::from(body), &extra).await;
 }
 
 /// Rounds a wait up to whole seconds for a `Retry-After` header.
 pub fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+/// A cost as a float for Prometheus (which keeps floats anyway).
+fn rust_decimal_to_f64(cost: tollgate_ledger::Decimal) -> Option<f64> {
+    cost.to_string().parse().ok()
 }

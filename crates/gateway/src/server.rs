@@ -9,7 +9,8 @@ use arc_swap::ArcSwap;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
-use tollgate_config::Config;
+use tollgate_config::{Config, LedgerConfig, LedgerSink};
+use tollgate_ledger::{Ledger, PostgresSink, Sink, SqliteSink};
 
 use crate::admin::Admin;
 use crate::metrics::Metrics;
@@ -61,6 +62,13 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let ledger = match open_ledger(&snapshot.config.ledger) {
+        Ok(l) => Arc::new(l),
+        Err(err) => {
+            eprintln!("could not open the usage ledger: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let health = tollgate_routing::health_services(&snapshot.upstreams);
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
 
@@ -75,7 +83,7 @@ pub fn run(config: Config) -> ExitCode {
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(snapshot.clone(), metrics.clone()),
+        Gateway::new(snapshot.clone(), metrics.clone(), ledger.clone()),
         "tollgate",
     );
     for addr in &listen {
@@ -84,7 +92,14 @@ pub fn run(config: Config) -> ExitCode {
     server.add_service(proxy);
 
     if let Some(addr) = admin_listen {
-        let mut admin = Service::new("tollgate admin".to_owned(), Admin { snapshot, metrics });
+        let mut admin = Service::new(
+            "tollgate admin".to_owned(),
+            Admin {
+                snapshot,
+                metrics,
+                ledger,
+            },
+        );
         admin.add_tcp(&addr);
         server.add_service(admin);
     }
@@ -93,4 +108,18 @@ pub fn run(config: Config) -> ExitCode {
     }
     tracing::info!(listen = ?listen, threads, "tollgate serving");
     server.run_forever()
+}
+
+/// The spool and the sink named by the config.
+fn open_ledger(cfg: &LedgerConfig) -> Result<Ledger, String> {
+    let sink: Arc<dyn Sink> = match cfg.sink {
+        LedgerSink::Sqlite => Arc::new(
+            SqliteSink::open(&cfg.path).map_err(|e| format!("{}: {e}", cfg.path.display()))?,
+        ),
+        LedgerSink::Postgres => {
+            let url = cfg.url.as_deref().unwrap_or_default();
+            Arc::new(PostgresSink::connect(url).map_err(|e| format!("postgres: {e}"))?)
+        }
+    };
+    Ledger::open(&cfg.spool, sink).map_err(|e| format!("{}: {e}", cfg.spool.display()))
 }

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tollgate_config::Config;
+use tollgate_config::{Config, ProviderConfig};
+use tollgate_metering::PriceTable;
+use tollgate_providers::{AwsCredentials, ProviderKind};
 use tollgate_routing::{Router, Upstreams};
 
 use crate::auth::KeyStore;
@@ -14,8 +16,10 @@ pub struct Snapshot {
     pub router: Router,
     pub upstreams: Arc<Upstreams>,
     pub keys: KeyStore,
-    /// Operator-configured upstream headers per provider.
-    pub provider_headers: HashMap<String, Vec<(String, String)>>,
+    /// Prices per catalog model.
+    pub prices: PriceTable,
+    /// How to speak to each provider, by name.
+    pub providers: HashMap<String, ProviderWire>,
     /// The smallest context window in the catalog: prompts of at most this many bytes fit
     /// every model, so they need no exact token count.
     pub min_context_window: u64,
@@ -26,17 +30,11 @@ impl Snapshot {
         let router = Router::from_config(&config).map_err(|e| e.to_string())?;
         let upstreams = Arc::new(Upstreams::from_config(&config).map_err(|e| e.to_string())?);
         let keys = KeyStore::from_config(&config.keys)?;
-        let provider_headers = config
+        let prices = PriceTable::from_config(&config).map_err(|e| e.to_string())?;
+        let providers = config
             .providers
             .iter()
-            .map(|(name, p)| {
-                let headers = p
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                (name.clone(), headers)
-            })
+            .map(|(name, p)| (name.clone(), ProviderWire::from_config(p)))
             .collect();
         let min_context_window = config
             .models
@@ -49,8 +47,47 @@ impl Snapshot {
             router,
             upstreams,
             keys,
-            provider_headers,
+            prices,
+            providers,
             min_context_window,
         })
+    }
+}
+
+/// What the request path needs to build a provider's requests.
+pub struct ProviderWire {
+    pub kind: ProviderKind,
+    /// Operator-configured upstream headers.
+    pub headers: Vec<(String, String)>,
+    pub api_version: Option<String>,
+    pub region: Option<String>,
+    pub aws: Option<AwsCredentials>,
+}
+
+impl ProviderWire {
+    fn from_config(p: &ProviderConfig) -> Self {
+        use tollgate_config::ProviderKind as Kind;
+        Self {
+            kind: match p.kind {
+                Kind::Openai => ProviderKind::OpenAi,
+                Kind::AzureOpenai => ProviderKind::AzureOpenAi,
+                Kind::Anthropic => ProviderKind::Anthropic,
+                Kind::Gemini => ProviderKind::Gemini,
+                Kind::Bedrock => ProviderKind::Bedrock,
+            },
+            headers: p
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            api_version: p.api_version.clone(),
+            region: p.region.clone(),
+            aws: p.aws.as_ref().map(|aws| AwsCredentials {
+                access_key_id: aws.access_key_id.clone(),
+                secret_access_key: aws.secret_access_key.clone(),
+                // `${AWS_SESSION_TOKEN:-}` with the variable unset means no token.
+                session_token: aws.session_token.clone().filter(|t| !t.is_empty()),
+            }),
+        }
     }
 }

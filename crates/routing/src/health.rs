@@ -23,7 +23,7 @@ use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::health_check::HttpHealthCheck;
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, Extensions, LoadBalancer};
-use tollgate_config::{Endpoint, HealthCheckConfig};
+use tollgate_config::{Endpoint, HealthCheckConfig, ProviderKind};
 
 use crate::pool::Upstreams;
 
@@ -58,7 +58,7 @@ impl EndpointHealth {
     pub(crate) fn new(
         endpoint: &Endpoint,
         config: &HealthCheckConfig,
-        api_key: Option<&str>,
+        auth: Option<ProbeAuth<'_>>,
     ) -> Result<Self, String> {
         let discovery = HostDiscovery {
             host: endpoint.host.clone(),
@@ -66,7 +66,7 @@ impl EndpointHealth {
         };
         let mut balancer =
             LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(discovery)));
-        balancer.set_health_check(Box::new(http_check(endpoint, config, api_key)?));
+        balancer.set_health_check(Box::new(http_check(endpoint, config, auth)?));
         balancer.health_check_frequency = Some(config.interval);
         balancer.update_frequency = Some(config.interval);
         balancer.parallel_health_check = true;
@@ -99,10 +99,30 @@ impl EndpointHealth {
     }
 }
 
+/// How a probe authenticates: the provider's first key in its dialect's header.
+#[derive(Clone, Copy)]
+pub(crate) struct ProbeAuth<'a> {
+    pub kind: ProviderKind,
+    pub key: &'a str,
+}
+
+impl ProbeAuth<'_> {
+    /// Header name and value; `None` for kinds whose requests are signed per request.
+    fn header(&self) -> Option<(&'static str, String)> {
+        match self.kind {
+            ProviderKind::Openai => Some(("authorization", format!("Bearer {}", self.key))),
+            ProviderKind::AzureOpenai => Some(("api-key", self.key.to_owned())),
+            ProviderKind::Anthropic => Some(("x-api-key", self.key.to_owned())),
+            ProviderKind::Gemini => Some(("x-goog-api-key", self.key.to_owned())),
+            ProviderKind::Bedrock => None,
+        }
+    }
+}
+
 fn http_check(
     endpoint: &Endpoint,
     config: &HealthCheckConfig,
-    api_key: Option<&str>,
+    auth: Option<ProbeAuth<'_>>,
 ) -> Result<HttpHealthCheck, String> {
     let mut check = HttpHealthCheck::new(&endpoint.host, endpoint.tls);
     check.peer_template.options.connection_timeout = Some(PROBE_CONNECT_TIMEOUT);
@@ -115,13 +135,17 @@ fn http_check(
         .map_err(|_| format!("health check path '{path}' is not a valid request path"))?;
     req.insert_header(http::header::HOST, endpoint.authority())
         .map_err(|_| format!("'{}' is not a valid Host header", endpoint.host))?;
-    if let Some(key) = api_key {
+    if let Some((name, value)) = auth.and_then(|a| a.header()) {
         // The error must not echo the value: it is a secret.
-        let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+        let mut value = HeaderValue::from_str(&value)
             .map_err(|_| "the provider's first API key is not a valid header value".to_owned())?;
         value.set_sensitive(true);
-        req.insert_header(http::header::AUTHORIZATION, value)
+        req.insert_header(name, value)
             .map_err(|_| "the provider's first API key is not a valid header value".to_owned())?;
+        if auth.is_some_and(|a| a.kind == ProviderKind::Anthropic) {
+            req.insert_header("anthropic-version", "2023-06-01")
+                .map_err(|_| "invalid anthropic-version header".to_owned())?;
+        }
     }
     check.req = req;
 

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tollgate_config::{parse_endpoint, Config, ProviderConfig};
 
 use crate::breaker::{Admission, CircuitBreaker, CircuitState};
-use crate::health::{EndpointHealth, ProviderHealth};
+use crate::health::{EndpointHealth, ProbeAuth, ProviderHealth};
 use crate::RoutingError;
 
 /// Weight of a new sample in the time-to-first-byte average: 0.3 follows a shift in
@@ -177,7 +177,10 @@ impl ProviderPool {
                 "a provider needs at least one endpoint",
             ));
         }
-        let first_key = cfg.api_keys.first().map(String::as_str);
+        let first_key = cfg.api_keys.first().map(|key| ProbeAuth {
+            kind: cfg.kind,
+            key,
+        });
         let mut endpoints = Vec::with_capacity(cfg.endpoints.len());
         for (i, url) in cfg.endpoints.iter().enumerate() {
             let path = format!("providers.{name}.endpoints[{i}]");

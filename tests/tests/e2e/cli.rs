@@ -27,12 +27,28 @@ fn check(dir: &TempDir, content: &str) -> (bool, String) {
 
 #[test]
 fn check_accepts_the_shipped_configs() {
-    for file in ["conf/demo.yaml", "conf/tollgate.yaml"] {
+    for file in [
+        "conf/demo.yaml",
+        "conf/tollgate.yaml",
+        "conf/examples/providers.yaml",
+    ] {
         let out = tollgate()
             .args(["check", "-c"])
             .arg(workspace_dir().join(file))
             .env("OPENAI_API_KEY", "sk-dummy")
             .env("GROQ_API_KEY", "gsk-dummy")
+            .envs(
+                [
+                    "AZURE_OPENAI_API_KEY",
+                    "ANTHROPIC_API_KEY",
+                    "GEMINI_API_KEY",
+                ]
+                .map(|k| (k, "dummy")),
+            )
+            .envs([
+                ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+                ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ])
             .output()
             .unwrap();
         assert!(

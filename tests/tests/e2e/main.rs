@@ -5,5 +5,7 @@ mod api;
 mod cli;
 mod failover;
 mod large;
+mod ledger;
+mod providers;
 mod routing;
 mod sdk;

@@ -1,0 +1,212 @@
+//! Usage records: what a request did, priced from the config's table, written to the
+//! ledger. An answer's record is durable before the client sees the answer's last byte,
+//! so a crash can never lose the record of a request the client saw complete.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use tollgate_core::Usage;
+use tollgate_ledger::{Attempt, CacheStatus, Decimal, UsageRecord};
+
+use crate::proxy::{Gateway, RequestCtx};
+use crate::snapshot::Snapshot;
+
+/// Metadata entries kept as record tags; more are dropped so a client cannot grow records.
+const MAX_TAGS: usize = 16;
+
+/// Longest tag key or value kept, in bytes.
+const MAX_TAG_BYTES: usize = 128;
+
+/// What the ledger needs from the request beyond the access-log fields.
+#[derive(Default)]
+pub struct Accounting {
+    /// The model name the client asked for; `None` for requests without one (no record).
+    pub requested_model: Option<String>,
+    pub team: Option<String>,
+    pub user: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub provider: Option<String>,
+    pub endpoint: Option<String>,
+    pub attempts: Vec<Attempt>,
+    pub cost: Decimal,
+    /// The record was written (and made durable) already.
+    pub recorded: bool,
+    pub time_ms: i64,
+}
+
+/// String-valued `metadata` entries, bounded.
+pub fn tags_of(metadata: Option<&Map<String, Value>>) -> BTreeMap<String, String> {
+    metadata
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k, v)))
+        .filter(|(k, v)| k.len() <= MAX_TAG_BYTES && v.len() <= MAX_TAG_BYTES)
+        .take(MAX_TAGS)
+        .map(|(k, v)| (k.clone(), v.to_owned()))
+        .collect()
+}
+
+impl Gateway {
+    /// Prices the request's usage and writes its record; waits until it is durable. Later
+    /// calls for the same request do nothing.
+    pub async fn settle(&self, snap: &Snapshot, ctx: &mut RequestCtx) {
+        if ctx.accounting.recorded || ctx.accounting.requested_model.is_none() {
+            return;
+        }
+        ctx.accounting.recorded = true;
+        let usage = ctx.usage.unwrap_or_default();
+        if let Some(model) = ctx.model.as_deref() {
+            ctx.accounting.cost = snap.prices.cost(model, &usage).unwrap_or(Decimal::ZERO);
+        }
+        let record = self.record_of(ctx, usage);
+        let written = match self.ledger.record(record).await {
+            Ok(durable) => durable.await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = written {
+            self.metrics.ledger_error();
+            tracing::error!(request_id = %ctx.id, error = %err, "usage record not written");
+        }
+    }
+
+    fn record_of(&self, ctx: &RequestCtx, usage: Usage) -> UsageRecord {
+        let acc = &ctx.accounting;
+        UsageRecord {
+            request_id: ctx.id.to_string(),
+            time_ms: acc.time_ms,
+            key: ctx.key.as_deref().map(str::to_owned),
+            team: acc.team.clone(),
+            user: acc.user.clone(),
+            tags: acc.tags.clone(),
+            route: ctx.route.as_deref().map(str::to_owned),
+            requested_model: acc.requested_model.clone().unwrap_or_default(),
+            served_model: ctx.model.as_deref().map(str::to_owned),
+            provider: acc.provider.clone(),
+            endpoint: acc.endpoint.clone(),
+            attempts: acc.attempts.clone(),
+            status: ctx.status,
+            error: ctx.error.map(str::to_owned),
+            stream: ctx.stream,
+            usage,
+            cost: acc.cost,
+            latency_ms: ctx.started.elapsed().as_millis() as u64,
+            ttft_ms: ctx
+                .first_byte
+                .map(|t| t.saturating_duration_since(ctx.started).as_millis() as u64),
+            cache: CacheStatus::Off,
+            guardrails: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_keep_short_string_entries_only() {
+        let meta = serde_json::json!({"feature": "search", "n": 3, "long": "x".repeat(500)});
+        let tags = tags_of(meta.as_object());
+        assert_eq!(tags.len(), 1);
+        assert_eq!(tags["feature"], "search");
+    }
+}
+
+/// `tollgate usage`: totals from the configured sink (records still in a running
+/// gateway's spool arrive within seconds).
+pub fn print_usage(
+    path: &std::path::Path,
+    by: &str,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let config = match tollgate_config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let query = match usage_query(by, since, until) {
+        Ok(q) => q,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ledger = &config.ledger;
+    let rows = match ledger.sink {
+        tollgate_config::LedgerSink::Sqlite => tollgate_ledger::SqliteSink::open(&ledger.path)
+            .and_then(|sink| tollgate_ledger::Sink::aggregate(&sink, &query)),
+        tollgate_config::LedgerSink::Postgres => {
+            tollgate_ledger::PostgresSink::connect(ledger.url.as_deref().unwrap_or_default())
+                .and_then(|sink| tollgate_ledger::Sink::aggregate(&sink, &query))
+        }
+    };
+    match rows {
+        Ok(rows) => {
+            println!(
+                "{:<24} {:>9} {:>12} {:>12} {:>14}",
+                by, "requests", "input", "output", "cost_usd"
+            );
+            for row in rows {
+                println!(
+                    "{:<24} {:>9} {:>12} {:>12} {:>14}",
+                    row.group.as_deref().unwrap_or("-"),
+                    row.requests,
+                    row.input_tokens,
+                    row.output_tokens,
+                    row.cost
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("could not read the usage ledger: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A usage query from text: `by` is team, key, model, route, day or month; `since` and
+/// `until` are RFC 3339 times or dates (`2026-11-01`), UTC.
+pub fn usage_query(
+    by: &str,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> Result<tollgate_ledger::AggregateQuery, String> {
+    let by = by.parse()?;
+    Ok(tollgate_ledger::AggregateQuery {
+        by,
+        since_ms: since.map(parse_time).transpose()?,
+        until_ms: until.map(parse_time).transpose()?,
+    })
+}
+
+fn parse_time(text: &str) -> Result<i64, String> {
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_owned()
+    };
+    let time = humantime::parse_rfc3339_weak(&full)
+        .map_err(|_| format!("'{text}' is not a date (2026-11-01) or an RFC 3339 time"))?;
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|_| format!("'{text}' is before 1970"))
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[test]
+    fn parses_groupings_and_dates() {
+        let q = usage_query("team", Some("2026-11-01"), Some("2026-12-01T00:00:00Z")).unwrap();
+        assert_eq!(q.since_ms, Some(1_793_491_200_000));
+        assert_eq!(q.until_ms, Some(1_796_083_200_000));
+        assert!(usage_query("colour", None, None).is_err());
+        assert!(usage_query("day", Some("yesterday"), None).is_err());
+    }
+}
