@@ -16,8 +16,8 @@ use tollgate_core::{ErrorKind, GatewayError};
 use tollgate_ledger::Attempt as LedgerAttempt;
 use tollgate_providers::{
     classify_error, translate_response, upstream_request, Credentials,
-    ErrorType as UpstreamErrorType, IngressRequest, ProviderKind, ResponseMeta, StreamStep,
-    StreamTranslator, Target, UpstreamError, UpstreamErrorClass, UpstreamRequest,
+    ErrorType as UpstreamErrorType, IngressRequest, ProviderError, ProviderKind, ResponseMeta,
+    StreamStep, StreamTranslator, Target, UpstreamError, UpstreamErrorClass, UpstreamRequest,
 };
 use tollgate_routing::{
     AttemptRecord, Attempts, Candidate, EndpointPick, Failure, KeyPick, Plan, ProviderPool,
@@ -357,6 +357,7 @@ impl Exchange<'_> {
             .await;
         let translated = match translate_response(wire.kind, self.ingress, &body, &meta) {
             Ok(t) => t,
+            Err(ProviderError::Upstream(error)) => return upstream_error_attempt(&error, ctx),
             Err(err) => {
                 tracing::warn!(request_id = %ctx.id, error = %err, "upstream answer could not be translated");
                 return Attempt::Failed(Failure::Other);
@@ -455,9 +456,7 @@ impl Exchange<'_> {
                 }
                 Attempt::Answered
             }
-            StreamEnd::Error(error) if !relay.header_sent => {
-                Attempt::Failed(stream_failure(&error))
-            }
+            StreamEnd::Error(error) if !relay.header_sent => upstream_error_attempt(&error, ctx),
             StreamEnd::Broken(failure) if !relay.header_sent => Attempt::Failed(failure),
             end => {
                 let error = match end {
@@ -783,6 +782,19 @@ fn build_request(
         extra_headers: &wire.headers,
     };
     upstream_request(ingress, &target, SystemTime::now()).map_err(GatewayError::from)
+}
+
+/// An error the provider reported inside a 200 answer or stream, before any output
+/// reached the client: the client's own fault is relayed in its schema (no failover),
+/// anything else fails over like the same error as a status.
+fn upstream_error_attempt(error: &UpstreamError, ctx: &RequestCtx) -> Attempt {
+    match error.class() {
+        UpstreamErrorClass::Client => Attempt::Rejected {
+            status: error.client_status(ctx.dialect),
+            body: Bytes::from(error.client_body(ctx.dialect)),
+        },
+        _ => Attempt::Failed(stream_failure(error)),
+    }
 }
 
 /// An in-stream error before any output: fail over like the same error as a status.

@@ -330,3 +330,138 @@ async fn anthropic_ingress_errors_use_anthropic_schema() {
         "{body}"
     );
 }
+
+/// The matrix config plus a fallback route from each kind to the openai provider.
+fn fallback_config(mock: &Mock) -> String {
+    let mut routes = String::from("routes:\n");
+    for kind in KINDS {
+        routes.push_str(&format!(
+            "  - name: via-{kind}\n    match: {{ model: via-{kind} }}\n    targets: [{{ model: m-{kind} }}]\n    fallback: [m-openai]\n    retry: {{ attempts: 1, backoff: 1ms, backoff_max: 1ms }}\n"
+        ));
+    }
+    config(mock).replace("keys:\n", &format!("{routes}keys:\n"))
+}
+
+#[tokio::test]
+async fn provider_errors_map_to_the_client_schema_and_the_right_failover() {
+    let mock = Mock::start(&["--tokens", "2", "--token-delay", "1ms"]);
+    let gw = Gateway::start(&fallback_config(&mock)).await;
+    let c = client();
+
+    // A safety block is the client's problem: no failover, a clear content-policy error in
+    // the client's own schema.
+    mock.faults(
+        json!([{"finish_reason": "SAFETY", "times": 2, "match_model": "gemini-2.0-flash"}]),
+    )
+    .await;
+    let resp = gw.chat(openai_request("m-gemini", false, false)).await;
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "content_policy_violation", "{body}");
+    let resp = c
+        .post(format!("{}/v1/messages", gw.url))
+        .header("x-api-key", TEST_KEY)
+        .json(&anthropic_request("m-gemini", false, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+
+    // Overload and rate limits in each provider's own error format fail over.
+    for (kind, status) in [
+        ("anthropic", 529),
+        ("gemini", 429),
+        ("bedrock", 429),
+        ("azure_openai", 503),
+    ] {
+        mock.faults(
+            json!([{"status": status, "times": 1, "match_model": match kind {
+                "anthropic" => "claude-3-5-haiku-latest",
+                "gemini" => "gemini-2.0-flash",
+                "bedrock" => "anthropic.claude-3-haiku-20240307-v1:0",
+                _ => "my-deployment",
+            }}]),
+        )
+        .await;
+        let resp = gw
+            .chat(openai_request(&format!("via-{kind}"), false, false))
+            .await;
+        assert_eq!(resp.status(), 200, "{kind} {status} did not fail over");
+        assert_eq!(resp.headers()["x-tollgate-model"], "m-openai", "{kind}");
+    }
+
+    // A context-length error is not retried on the same model: the fallback answers.
+    mock.faults(json!([{"status": 400, "times": 1, "match_model": "claude-3-5-haiku-latest",
+        "body": "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":\"prompt is too long: 250000 tokens > 200000 maximum\"}}"}]))
+    .await;
+    let resp = gw.chat(openai_request("via-anthropic", false, false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-tollgate-model"], "m-openai");
+
+    // A provider's client error in another dialect reaches an Anthropic client in
+    // Anthropic's schema.
+    mock.faults(json!([{"status": 400, "times": 1, "match_model": "gpt-4o-mini",
+        "body": "{\"error\":{\"message\":\"temperature must be at most 2\",\"type\":\"invalid_request_error\",\"param\":\"temperature\",\"code\":null}}"}]))
+    .await;
+    let resp = c
+        .post(format!("{}/v1/messages", gw.url))
+        .header("x-api-key", TEST_KEY)
+        .json(&anthropic_request("m-openai", false, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("temperature"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn embeddings_reach_openai_family_and_gemini() {
+    let mock = Mock::start(&[]);
+    let config = config(&mock).replace(
+        "models:\n",
+        "models:\n  e-openai: { provider: p-openai, model: text-embedding-3-small, mode: embeddings }\n  e-azure: { provider: p-azure_openai, model: embed-deployment, mode: embeddings }\n  e-gemini: { provider: p-gemini, model: text-embedding-004, mode: embeddings }\n",
+    );
+    let gw = Gateway::start(&config).await;
+    let mut vectors = Vec::new();
+    for model in ["e-openai", "e-azure", "e-gemini"] {
+        let resp = client()
+            .post(format!("{}/v1/embeddings", gw.url))
+            .bearer_auth(TEST_KEY)
+            .json(
+                &json!({"model": model, "input": ["the cat sat on the mat", "stock prices fell"]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{model}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["object"], "list", "{model}: {body}");
+        let data = body["data"].as_array().unwrap();
+        assert_eq!(data.len(), 2, "{model}");
+        assert_eq!(data[1]["index"], 1, "{model}");
+        vectors.push(data[0]["embedding"].as_array().unwrap().len());
+    }
+    assert!(vectors.iter().all(|n| *n > 0), "{vectors:?}");
+    let seen = mock.requests().await;
+    assert!(
+        seen.iter()
+            .any(|r| r["path"] == "/v1beta/models/text-embedding-004:batchEmbedContents"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|r| r["path"] == "/openai/deployments/embed-deployment/embeddings"),
+        "{seen:?}"
+    );
+}
