@@ -151,16 +151,34 @@ impl ProxyHttp for Gateway {
             cost: rust_decimal_to_f64(ctx.accounting.cost),
             team: ctx.accounting.team.as_deref().unwrap_or(""),
         });
+        // The ledger's fields, never prompt or answer text.
+        let usage = ctx.usage.unwrap_or_default();
+        let acc = &ctx.accounting;
         tracing::info!(
             target: "access",
             request_id = %ctx.id,
             status = ctx.status,
             key = ctx.key.as_deref(),
+            team = acc.team.as_deref(),
+            user = acc.user.as_deref(),
+            requested_model = acc.requested_model.as_deref(),
             route = ctx.route.as_deref(),
             model = ctx.model.as_deref(),
+            provider = acc.provider.as_deref(),
+            endpoint = acc.endpoint.as_deref(),
             attempts = ctx.attempts,
+            fallback = ctx.fallback,
             stream = ctx.stream,
             error = ctx.error,
+            input_tokens = usage.input_tokens,
+            output_tokens = usage.output_tokens,
+            cached_input_tokens = usage.cached_input_tokens,
+            reasoning_tokens = usage.reasoning_tokens,
+            estimated = usage.estimated,
+            cost_usd = %acc.cost,
+            ttft_ms = ctx
+                .first_byte
+                .map(|t| t.saturating_duration_since(ctx.started).as_millis() as u64),
             duration_ms = ctx.started.elapsed().as_millis() as u64,
         );
     }

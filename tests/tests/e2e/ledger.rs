@@ -256,3 +256,94 @@ async fn sigkill_loses_no_record_of_a_completed_answer_and_duplicates_none() {
         total
     );
 }
+
+#[tokio::test]
+async fn the_access_log_has_one_json_line_per_request_with_the_ledger_fields() {
+    let mock = Mock::start(&["--tokens", "3", "--token-delay", "1ms"]);
+    let dir = TempDir::new();
+    let config_path = dir.0.join("tollgate.yaml");
+    let port = free_port();
+    let admin = free_port();
+    std::fs::write(
+        &config_path,
+        format!(
+            "server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin_listen: \"127.0.0.1:{admin}\"\n{}ledger:\n  path: {}\n  spool: {}\n",
+            priced_config(&mock),
+            dir.0.join("usage.db").display(),
+            dir.0.join("spool").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.0.join("stderr.log")).unwrap();
+    let _gw = Proc(
+        std::process::Command::new(bin_dir().join("tollgate"))
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .env("TOLLGATE_LOG", "info")
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let ready = eventually(Duration::from_secs(30), || async {
+        client()
+            .get(format!("http://127.0.0.1:{admin}/healthz"))
+            .send()
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(ready);
+    let resp = client()
+        .post(&url)
+        .bearer_auth(TEST_KEY)
+        .header("x-request-id", "logged-1")
+        .json(&chat_body("m-gemini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let line = {
+        let mut found = None;
+        for _ in 0..100 {
+            let text = std::fs::read_to_string(dir.0.join("stderr.log")).unwrap();
+            found = text
+                .lines()
+                .find(|l| l.contains("\"logged-1\""))
+                .map(str::to_owned);
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        found.expect("no access log line")
+    };
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    let fields = &entry["fields"];
+    assert_eq!(entry["target"], "access", "{line}");
+    for (field, want) in [
+        ("status", json!(200)),
+        ("key", json!("test")),
+        ("requested_model", json!("m-gemini")),
+        ("model", json!("m-gemini")),
+        ("provider", json!("p-gemini")),
+        ("output_tokens", json!(3)),
+        ("estimated", json!(false)),
+    ] {
+        assert_eq!(fields[field], want, "{field} in {line}");
+    }
+    assert!(
+        fields["cost_usd"]
+            .as_str()
+            .is_some_and(|c| c.parse::<f64>().unwrap() > 0.0),
+        "{line}"
+    );
+    assert!(
+        !line.contains("Say hello"),
+        "prompt text in the access log: {line}"
+    );
+    assert!(
+        !line.contains(TEST_KEY) && !line.contains("g-key"),
+        "a secret in the access log: {line}"
+    );
+}
