@@ -30,6 +30,25 @@ pub struct Config {
     /// Where usage records go. Default: SQLite at `data/usage.db`, spool in `data/spool`.
     #[serde(default)]
     pub ledger: LedgerConfig,
+    /// OpenTelemetry traces; off when absent.
+    #[serde(default)]
+    pub telemetry: Option<TelemetryConfig>,
+}
+
+/// OTLP/HTTP (JSON) trace export.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318` (spans go to
+    /// `/v1/traces` under it).
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans. Default `tollgate`.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn default_service_name() -> String {
+    "tollgate".to_owned()
 }
 
 /// The usage ledger: every request's record is spooled durably to local disk first, then

@@ -58,6 +58,14 @@ impl Config {
                 "the postgres sink needs a url, e.g. postgres://user:${PGPASSWORD}@host/db",
             );
         }
+        if let Some(telemetry) = &self.telemetry {
+            if let Err(why) = parse_endpoint(&telemetry.otlp_endpoint) {
+                check.report(
+                    KeyPath::root().key("telemetry").key("otlp_endpoint"),
+                    format!("invalid URL: {why}"),
+                );
+            }
+        }
         for (name, provider) in &self.providers {
             check.provider(name, provider);
         }

@@ -160,11 +160,13 @@ impl Exchange<'_> {
                 last = Some(Failure::Other);
                 continue;
             };
-            let request =
-                match build_request(self.ingress, wire, candidate, &endpoint, key.as_ref()) {
-                    Ok(request) => request,
-                    Err(err) => return Err(err),
-                };
+            let mut request =
+                build_request(self.ingress, wire, candidate, &endpoint, key.as_ref())?;
+            if let (Some(telemetry), Some(span)) = (&self.gateway.telemetry, &ctx.span) {
+                request.headers.extend(telemetry.propagation_headers(span));
+                ctx.span_info.provider_kind = Some(wire.kind.name());
+                ctx.span_info.upstream_model = Some(candidate.upstream_model.to_string());
+            }
             ctx.accounting.provider = Some(candidate.provider.to_string());
             ctx.accounting.endpoint = Some(endpoint_url(&endpoint));
             ctx.accounting.attempts.push(LedgerAttempt {

@@ -10,6 +10,7 @@ mod proxy;
 mod resolve;
 mod server;
 mod snapshot;
+mod telemetry;
 mod tokens;
 mod usage;
 

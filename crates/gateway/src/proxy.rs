@@ -36,6 +36,7 @@ pub struct Gateway {
     pub(crate) connector: Connector,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) ledger: Arc<tollgate_ledger::Ledger>,
+    pub(crate) telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 impl Gateway {
@@ -43,12 +44,14 @@ impl Gateway {
         snapshot: Arc<ArcSwap<Snapshot>>,
         metrics: Arc<Metrics>,
         ledger: Arc<tollgate_ledger::Ledger>,
+        telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     ) -> Self {
         Self {
             snapshot,
             connector: Connector::new(None),
             metrics,
             ledger,
+            telemetry,
         }
     }
 }
@@ -72,6 +75,10 @@ pub struct RequestCtx {
     pub accounting: Accounting,
     /// The config the request started with; it finishes on it.
     pub snapshot: Option<Arc<Snapshot>>,
+    /// The request's trace span, when tracing is on.
+    pub span: Option<opentelemetry::Context>,
+    /// What the span reports at the end.
+    pub span_info: SpanInfo,
     /// When the first byte of the answer went to the client.
     pub first_byte: Option<Instant>,
     /// Served by a candidate after the first (a fallback model).
@@ -97,6 +104,8 @@ impl ProxyHttp for Gateway {
             usage: None,
             accounting: Accounting::default(),
             snapshot: None,
+            span: None,
+            span_info: SpanInfo::default(),
             first_byte: None,
             fallback: false,
         }
@@ -137,6 +146,21 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(snapshot) = ctx.snapshot.clone() {
             self.settle(&snapshot, ctx).await;
+        }
+        if let Some(span) = &ctx.span {
+            crate::telemetry::end_span(
+                span,
+                &crate::telemetry::SpanEnd {
+                    provider_kind: ctx.span_info.provider_kind,
+                    response_model: ctx.span_info.upstream_model.as_deref(),
+                    route: ctx.route.as_deref(),
+                    request_id: ctx.id.as_str(),
+                    status: ctx.status,
+                    error: ctx.error,
+                    usage: ctx.usage,
+                    max_tokens: ctx.span_info.max_tokens,
+                },
+            );
         }
         self.metrics.request(&RequestDone {
             route: ctx.route.as_deref().unwrap_or(""),
@@ -238,6 +262,18 @@ impl Gateway {
         ctx.accounting.team = key.team.clone();
         ctx.accounting.user = key.user.clone();
         ctx.accounting.tags = tags_of(parsed.metadata());
+        if let Some(telemetry) = &self.telemetry {
+            let operation = match op {
+                Operation::Embeddings => "embeddings",
+                Operation::ChatCompletions => "chat",
+            };
+            ctx.span = Some(telemetry.request_span(
+                &session.req_header().headers,
+                operation,
+                parsed.model(),
+            ));
+            ctx.span_info.max_tokens = parsed.max_output_tokens();
+        }
         ctx.stream = parsed.stream();
 
         let mut prompt = String::new();
@@ -401,4 +437,12 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 /// A cost as a float for Prometheus (which keeps floats anyway).
 fn rust_decimal_to_f64(cost: tollgate_ledger::Decimal) -> Option<f64> {
     cost.to_string().parse().ok()
+}
+
+/// Span attributes learnt while the request runs.
+#[derive(Default)]
+pub struct SpanInfo {
+    pub provider_kind: Option<&'static str>,
+    pub upstream_model: Option<String>,
+    pub max_tokens: Option<u64>,
 }

@@ -16,6 +16,7 @@ use crate::admin::Admin;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::snapshot::Snapshot;
+use crate::telemetry::Telemetry;
 
 pub fn run_file(path: &Path) -> ExitCode {
     init_logging();
@@ -69,6 +70,20 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let telemetry = match snapshot
+        .config
+        .telemetry
+        .as_ref()
+        .map(Telemetry::start)
+        .transpose()
+    {
+        Ok(t) => t.map(Arc::new),
+        Err(err) => {
+            eprintln!("could not start tracing: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let telemetry_flush = telemetry.clone();
     let health = tollgate_routing::health_services(&snapshot.upstreams);
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
 
@@ -83,7 +98,7 @@ pub fn run(config: Config) -> ExitCode {
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(snapshot.clone(), metrics.clone(), ledger.clone()),
+        Gateway::new(snapshot.clone(), metrics.clone(), ledger.clone(), telemetry),
         "tollgate",
     );
     for addr in &listen {
@@ -102,6 +117,12 @@ pub fn run(config: Config) -> ExitCode {
         );
         admin.add_tcp(&addr);
         server.add_service(admin);
+    }
+    if let Some(telemetry) = telemetry_flush {
+        server.add_service(pingora_core::services::background::background_service(
+            "tollgate telemetry flush",
+            crate::telemetry::FlushOnShutdown(telemetry),
+        ));
     }
     for service in health {
         server.add_service(service);

@@ -9,3 +9,4 @@ mod ledger;
 mod providers;
 mod routing;
 mod sdk;
+mod telemetry;
