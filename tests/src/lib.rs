@@ -172,6 +172,20 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with `server_extra` (indented YAML lines) added under `server:`.
     pub async fn start_with_server(config: &str, server_extra: &str) -> Gateway {
+        Self::launch(config, server_extra, false).await
+    }
+
+    /// Like [`Gateway::start`], logging at `info` into [`Gateway::log_path`].
+    pub async fn start_logging(config: &str) -> Gateway {
+        Self::launch(config, "", true).await
+    }
+
+    /// The gateway's stderr when started with [`Gateway::start_logging`].
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.0.join("stderr.log")
+    }
+
+    async fn launch(config: &str, server_extra: &str, capture_log: bool) -> Gateway {
         for _ in 0..5 {
             let port = free_port();
             let admin_port = free_port();
@@ -193,15 +207,19 @@ impl Gateway {
                 )
             };
             std::fs::write(&path, full).unwrap();
+            let (level, stderr) = if capture_log {
+                let log = std::fs::File::create(dir.0.join("stderr.log")).unwrap();
+                ("info".to_owned(), Stdio::from(log))
+            } else {
+                let level = std::env::var("TOLLGATE_LOG").unwrap_or_else(|_| "error".into());
+                (level, Stdio::inherit())
+            };
             let child = Command::new(bin_dir().join("tollgate"))
                 .args(["run", "-c"])
                 .arg(&path)
-                .env(
-                    "TOLLGATE_LOG",
-                    std::env::var("TOLLGATE_LOG").unwrap_or_else(|_| "error".into()),
-                )
+                .env("TOLLGATE_LOG", level)
                 .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
+                .stderr(stderr)
                 .spawn()
                 .expect("start tollgate");
             let mut proc = Proc(child);
@@ -236,14 +254,7 @@ impl Gateway {
     }
 
     pub async fn upstreams(&self) -> Value {
-        client()
-            .get(format!("{}/admin/upstreams", self.admin_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(&format!("{}/admin/upstreams", self.admin_url)).await
     }
 }
 
@@ -284,6 +295,18 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// GETs `url` and parses the JSON answer.
+pub async fn get_json(url: &str) -> Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 pub fn client() -> reqwest::Client {
@@ -414,13 +437,6 @@ impl Gateway {
     /// Waits until the ledger has shipped every spooled record to the sink, and returns
     /// the totals `/admin/usage` reports by `by`.
     pub async fn usage(&self, by: &str) -> Value {
-        client()
-            .get(format!("{}/admin/usage?by={by}", self.admin_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(&format!("{}/admin/usage?by={by}", self.admin_url)).await
     }
 }

@@ -260,40 +260,8 @@ async fn sigkill_loses_no_record_of_a_completed_answer_and_duplicates_none() {
 #[tokio::test]
 async fn the_access_log_has_one_json_line_per_request_with_the_ledger_fields() {
     let mock = Mock::start(&["--tokens", "3", "--token-delay", "1ms"]);
-    let dir = TempDir::new();
-    let config_path = dir.0.join("tollgate.yaml");
-    let port = free_port();
-    let admin = free_port();
-    std::fs::write(
-        &config_path,
-        format!(
-            "server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin_listen: \"127.0.0.1:{admin}\"\n{}ledger:\n  path: {}\n  spool: {}\n",
-            priced_config(&mock),
-            dir.0.join("usage.db").display(),
-            dir.0.join("spool").display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.0.join("stderr.log")).unwrap();
-    let _gw = Proc(
-        std::process::Command::new(bin_dir().join("tollgate"))
-            .args(["run", "-c"])
-            .arg(&config_path)
-            .env("TOLLGATE_LOG", "info")
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
-    let ready = eventually(Duration::from_secs(30), || async {
-        client()
-            .get(format!("http://127.0.0.1:{admin}/healthz"))
-            .send()
-            .await
-            .is_ok()
-    })
-    .await;
-    assert!(ready);
+    let gw = Gateway::start_logging(&priced_config(&mock)).await;
+    let url = gw.chat_url();
     let resp = client()
         .post(&url)
         .bearer_auth(TEST_KEY)
@@ -306,7 +274,7 @@ async fn the_access_log_has_one_json_line_per_request_with_the_ledger_fields() {
     let line = {
         let mut found = None;
         for _ in 0..100 {
-            let text = std::fs::read_to_string(dir.0.join("stderr.log")).unwrap();
+            let text = std::fs::read_to_string(gw.log_path()).unwrap();
             found = text
                 .lines()
                 .find(|l| l.contains("\"logged-1\""))
