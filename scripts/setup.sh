@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing Tollgate needs on a Debian machine, idempotently:
 # cmake (Pingora's zlib-ng), a C toolchain, redis-server, PostgreSQL and nginx (started on
-# loopback by the tests and benches), and a Python venv with the official OpenAI SDK
-# (end-to-end drop-in test). Safe to run again; it skips what is already there.
+# loopback by the tests and benches), Prometheus (the end-to-end test runs every dashboard
+# query against a real server; deploy/check.py uses its promtool), and a Python venv with
+# the official OpenAI SDK (end-to-end drop-in test). Safe to run again; it skips what is
+# already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,7 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v nginx >/dev/null || need_apt+=(nginx-light)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
+[ -x /usr/bin/prometheus ] || need_apt+=(prometheus)
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 

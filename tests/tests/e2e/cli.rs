@@ -118,8 +118,11 @@ fn keys_new_prints_a_secret_and_its_hash() {
 async fn demo_serves_the_printed_examples() {
     let port = free_port();
     let admin = free_port();
+    // The demo keeps its ledger under ./data: run it where that is thrown away.
+    let cwd = TempDir::new();
     let mut child = Proc(
         tollgate()
+            .current_dir(&cwd.0)
             .args([
                 "demo",
                 "--listen",

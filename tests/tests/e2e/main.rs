@@ -6,6 +6,7 @@ mod cli;
 mod failover;
 mod large;
 mod ledger;
+mod prometheus;
 mod providers;
 mod routing;
 mod sdk;
