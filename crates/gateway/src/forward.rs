@@ -426,6 +426,10 @@ impl Exchange<'_> {
             }
             if relay.committed() && !relay.out.is_empty() {
                 if let Err(gone) = relay.flush(session, ctx).await {
+                    // The client left mid-stream: what was generated so far still counts.
+                    ctx.usage = Some(
+                        self.estimate_stream(relay.translator.usage(), relay.output_tokens.total()),
+                    );
                     return gone;
                 }
             }

@@ -315,3 +315,39 @@ async fn the_access_log_has_one_json_line_per_request_with_the_ledger_fields() {
         "a secret in the access log: {line}"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_still_gets_a_record_with_its_tokens() {
+    let mock = Mock::start(&["--tokens", "400", "--token-delay", "5ms"]);
+    let gw = Gateway::start(&priced_config(&mock)).await;
+    let mut body = chat_body("m-openai");
+    body["stream"] = json!(true);
+    let mut resp = client()
+        .post(gw.chat_url())
+        .bearer_auth(TEST_KEY)
+        .header("x-request-id", "gone-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    // Read a few chunks, then hang up.
+    for _ in 0..3 {
+        resp.chunk().await.unwrap();
+    }
+    drop(resp);
+    let recorded = eventually(Duration::from_secs(10), || async {
+        gw.usage("team").await;
+        ledger_rows(&gw.dir.0.join("usage.db")).contains_key("gone-1")
+    })
+    .await;
+    assert!(recorded, "no record for a client that left");
+    let (_, input, output, estimated, cost, error) =
+        ledger_rows(&gw.dir.0.join("usage.db"))["gone-1"].clone();
+    assert_eq!(error.as_deref(), Some("client_gone"));
+    assert!(estimated);
+    assert!(
+        input > 0 && output > 0 && output < 400,
+        "input {input}, output {output}"
+    );
+    assert!(cost.parse::<f64>().unwrap() > 0.0);
+}
