@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use pingora_core::protocols::http::client::HttpSession as ClientSession;
-use pingora_core::upstreams::peer::{HttpPeer, Peer};
+use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::ErrorType;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
@@ -23,8 +23,8 @@ use tollgate_routing::{
     AttemptRecord, Attempts, Candidate, EndpointPick, Failure, KeyPick, Plan, ProviderPool,
     TimeoutKind,
 };
-use tollgate_sse::eventstream::EventStreamDecoder;
-use tollgate_sse::SseDecoder;
+use tollgate_sse::eventstream::{EventStreamDecoder, Message};
+use tollgate_sse::{SseDecoder, SseEvent};
 
 use crate::proxy::{respond_error, retry_after_secs, Gateway, RequestCtx};
 use crate::snapshot::{ProviderWire, Snapshot};
@@ -523,9 +523,11 @@ impl Framing {
     }
 }
 
+/// An upstream stream's decoder with the buffer its decoded units land in, reused for
+/// every chunk.
 enum Decoder {
-    Sse(SseDecoder),
-    EventStream(EventStreamDecoder),
+    Sse(SseDecoder, Vec<SseEvent>),
+    EventStream(EventStreamDecoder, Vec<Message>),
 }
 
 /// Translates upstream stream events for the client, holding back lifecycle-only events
@@ -544,8 +546,8 @@ struct StreamRelay {
 impl StreamRelay {
     fn new(framing: Framing, translator: StreamTranslator) -> Self {
         let decoder = match framing {
-            Framing::Sse => Decoder::Sse(SseDecoder::new()),
-            Framing::EventStream => Decoder::EventStream(EventStreamDecoder::new()),
+            Framing::Sse => Decoder::Sse(SseDecoder::new(), Vec::new()),
+            Framing::EventStream => Decoder::EventStream(EventStreamDecoder::new(), Vec::new()),
         };
         Self {
             decoder,
@@ -565,63 +567,55 @@ impl StreamRelay {
     /// Decodes and translates one chunk of upstream bytes into `out`; the upstream's error,
     /// when it sent one (or its framing is broken).
     fn feed(&mut self, chunk: &[u8]) -> Option<UpstreamError> {
-        let mut steps = Vec::new();
-        let framing_error = match &mut self.decoder {
-            Decoder::Sse(decoder) => {
-                let mut events = Vec::new();
-                let result = decoder.feed(chunk, &mut events);
-                for event in &events {
-                    steps.push(self.translator.on_event(event, &mut self.out));
-                    if steps.last().is_some_and(|s: &StreamStep| s.error.is_some()) {
-                        break;
-                    }
-                }
-                result.err().map(|e| e.to_string())
+        let Self {
+            decoder,
+            translator,
+            output_tokens,
+            out,
+            has_output,
+            saw_done,
+            ..
+        } = self;
+        let mut absorb = |step: StreamStep| {
+            *has_output |= step.has_output;
+            *saw_done |= step.done;
+            step.error
+        };
+        let (upstream_error, framing) = match decoder {
+            Decoder::Sse(decoder, events) => {
+                events.clear();
+                let framing = decoder.feed(chunk, events).err().map(|e| e.to_string());
+                let error = events
+                    .iter()
+                    .find_map(|event| absorb(translator.on_event(event, out)));
+                (error, framing)
             }
-            Decoder::EventStream(decoder) => {
-                let mut messages = Vec::new();
-                let result = decoder.feed(chunk, &mut messages);
-                for message in &messages {
-                    let headers: Vec<(String, String)> = message
-                        .headers
-                        .iter()
-                        .filter_map(|(name, value)| {
-                            value.as_str().map(|v| (name.clone(), v.to_owned()))
-                        })
-                        .collect();
-                    steps.push(
-                        self.translator
-                            .on_frame(&headers, &message.payload, &mut self.out),
-                    );
-                    if steps.last().is_some_and(|s| s.error.is_some()) {
-                        break;
-                    }
-                }
-                result.err().map(|e| e.to_string())
+            Decoder::EventStream(decoder, messages) => {
+                messages.clear();
+                let framing = decoder.feed(chunk, messages).err().map(|e| e.to_string());
+                let error = messages
+                    .iter()
+                    .find_map(|message| absorb(translator.on_message(message, out)));
+                (error, framing)
             }
         };
-        self.output_tokens.push(&self.translator.take_output_text());
-        for step in steps {
-            self.has_output |= step.has_output;
-            self.saw_done |= step.done;
-            if let Some(error) = step.error {
-                return Some(error);
-            }
-        }
-        framing_error.map(|problem| {
-            UpstreamError::new(
-                UpstreamErrorType::Server,
-                502,
-                &format!("the upstream stream is malformed: {problem}"),
-            )
+        translator.drain_output_text(|text| output_tokens.push(text));
+        upstream_error.or_else(|| {
+            framing.map(|problem| {
+                UpstreamError::new(
+                    UpstreamErrorType::Server,
+                    502,
+                    &format!("the upstream stream is malformed: {problem}"),
+                )
+            })
         })
     }
 
     /// The upstream sent its end marker and no partial frame is left.
     fn finished_cleanly(&mut self) -> bool {
         let framing_complete = match &mut self.decoder {
-            Decoder::Sse(decoder) => decoder.finish().is_ok(),
-            Decoder::EventStream(decoder) => decoder.finish().is_ok(),
+            Decoder::Sse(decoder, _) => decoder.finish().is_ok(),
+            Decoder::EventStream(decoder, _) => decoder.finish().is_ok(),
         };
         self.saw_done && framing_complete
     }
@@ -690,9 +684,7 @@ async fn relay_rejection(session: &mut Session, ctx: &mut RequestCtx, status: u1
             ErrorKind::InvalidRequest,
             format!("the provider rejected the request with status {status}"),
         );
-        let mut err = err;
-        err.code = Some("upstream_rejected");
-        respond_error(session, ctx, &err).await;
+        respond_error(session, ctx, &err.with_code("upstream_rejected")).await;
     }
 }
 
@@ -884,7 +876,6 @@ async fn peer_for(endpoint: &EndpointPick, connect: Duration) -> Option<HttpPeer
     peer.options.connection_timeout = Some(connect);
     peer.options.total_connection_timeout = Some(connect);
     peer.options.idle_timeout = Some(UPSTREAM_IDLE_KEEPALIVE);
-    let _ = peer.reuse_hash();
     Some(peer)
 }
 

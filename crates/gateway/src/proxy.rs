@@ -172,7 +172,8 @@ impl ProxyHttp for Gateway {
             first_byte: ctx.first_byte,
             fallback: ctx.fallback,
             usage: ctx.usage,
-            cost: rust_decimal_to_f64(ctx.accounting.cost),
+            // Prometheus keeps floats; the exact figure is in the ledger.
+            cost: rust_decimal::prelude::ToPrimitive::to_f64(&ctx.accounting.cost),
             team: ctx.accounting.team.as_deref().unwrap_or(""),
         });
         // The ledger's fields, never prompt or answer text.
@@ -432,11 +433,6 @@ pub async fn respond_error(session: &mut Session, ctx: &mut RequestCtx, err: &Ga
 /// Rounds a wait up to whole seconds for a `Retry-After` header.
 pub fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-}
-
-/// A cost as a float for Prometheus (which keeps floats anyway).
-fn rust_decimal_to_f64(cost: tollgate_ledger::Decimal) -> Option<f64> {
-    cost.to_string().parse().ok()
 }
 
 /// Span attributes learnt while the request runs.

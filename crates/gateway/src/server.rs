@@ -84,6 +84,10 @@ pub fn run(config: Config) -> ExitCode {
         }
     };
     let telemetry_flush = telemetry.clone();
+    // The tokenizer takes a noticeable fraction of a second to build: not on a request.
+    if !tollgate_metering::warm_up() {
+        tracing::warn!("the o200k tokenizer did not load; token estimates fall back to bytes / 4");
+    }
     let health = tollgate_routing::health_services(&snapshot.upstreams);
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
 

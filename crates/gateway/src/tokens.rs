@@ -1,16 +1,5 @@
 //! Prompt token estimates for admission decisions (context-window checks).
 
-use std::sync::OnceLock;
-
-use tiktoken_rs::CoreBPE;
-
-fn encoder() -> Option<&'static CoreBPE> {
-    static ENCODER: OnceLock<Option<CoreBPE>> = OnceLock::new();
-    ENCODER
-        .get_or_init(|| tiktoken_rs::o200k_base().ok())
-        .as_ref()
-}
-
 /// Estimated prompt tokens of `text`, exact (o200k) when it matters: a token is never
 /// shorter than one byte, so a text of at most `exact_above` bytes fits every window of
 /// that many tokens, and the cheap bytes/4 figure is good enough for it.
@@ -19,10 +8,7 @@ pub fn estimate_prompt_tokens(text: &str, exact_above: u64) -> u64 {
     if bytes <= exact_above {
         return bytes.div_ceil(4);
     }
-    match encoder() {
-        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
-        None => bytes.div_ceil(4),
-    }
+    tollgate_metering::estimate_tokens(text)
 }
 
 #[cfg(test)]

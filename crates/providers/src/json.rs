@@ -1,5 +1,5 @@
-//! Typed access to fields of client JSON with errors that name the field's path, and
-//! lenient access for provider answers.
+//! Typed access to fields of client JSON with errors that name the field's path, lenient
+//! access for provider answers, and client bodies re-serialized with the model replaced.
 
 use serde_json::{Map, Value};
 
@@ -179,4 +179,96 @@ pub(crate) fn encode_path_segment(segment: &str) -> String {
 /// Percent-encodes a query value.
 pub(crate) fn encode_query_value(value: &str) -> String {
     encode_path_segment(value)
+}
+
+/// `body` as JSON with `model` set to `model` and, when `include_usage`, the stream option
+/// that asks for a closing usage chunk; serialized straight from the client's parsed body,
+/// which may hold a prompt of many MiB, instead of editing a copy of it.
+pub(crate) fn body_with_model(body: &Object, model: &str, include_usage: bool) -> Vec<u8> {
+    serde_json::to_vec(&Overridden {
+        body,
+        model,
+        include_usage,
+    })
+    .unwrap_or_default()
+}
+
+struct Overridden<'a> {
+    body: &'a Object,
+    model: &'a str,
+    include_usage: bool,
+}
+
+impl serde::Serialize for Overridden<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let add_model = !self.body.contains_key("model");
+        let add_options = self.include_usage && !self.body.contains_key("stream_options");
+        let len = self.body.len() + usize::from(add_model) + usize::from(add_options);
+        let mut map = serializer.serialize_map(Some(len))?;
+        for (key, value) in self.body {
+            match key.as_str() {
+                "model" => map.serialize_entry(key, self.model)?,
+                "stream_options" if self.include_usage => {
+                    let mut options = value.as_object().cloned().unwrap_or_default();
+                    options.insert("include_usage".into(), Value::Bool(true));
+                    map.serialize_entry(key, &options)?;
+                }
+                _ => map.serialize_entry(key, value)?,
+            }
+        }
+        if add_model {
+            map.serialize_entry("model", self.model)?;
+        }
+        if add_options {
+            map.serialize_entry(
+                "stream_options",
+                &serde_json::json!({"include_usage": true}),
+            )?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(value: Value) -> Object {
+        value.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn body_with_model_replaces_the_model_and_keeps_the_rest() {
+        let body = object(serde_json::json!({"model": "cheap", "n": 2, "tools": [{"a": 1}]}));
+        let out: Value = serde_json::from_slice(&body_with_model(&body, "gpt-4o", false)).unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"model": "gpt-4o", "n": 2, "tools": [{"a": 1}]})
+        );
+    }
+
+    #[test]
+    fn body_with_model_asks_for_usage_keeping_other_stream_options() {
+        let cases = [
+            (
+                serde_json::json!({"model": "m"}),
+                serde_json::json!({"include_usage": true}),
+            ),
+            (
+                serde_json::json!({"model": "m", "stream_options": {"x": 1, "include_usage": false}}),
+                serde_json::json!({"x": 1, "include_usage": true}),
+            ),
+            (
+                serde_json::json!({"model": "m", "stream_options": null}),
+                serde_json::json!({"include_usage": true}),
+            ),
+        ];
+        for (body, options) in cases {
+            let out: Value =
+                serde_json::from_slice(&body_with_model(&object(body), "up", true)).unwrap();
+            assert_eq!(out["model"], "up");
+            assert_eq!(out["stream_options"], options);
+        }
+    }
 }

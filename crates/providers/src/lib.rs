@@ -38,7 +38,7 @@ pub use request::{upstream_request, Credentials, Target, DEFAULT_AZURE_API_VERSI
 pub use response::{translate_response, ResponseMeta, Translated};
 pub use sigv4::AwsCredentials;
 pub use stream::{StreamStep, StreamTranslator, MAX_TOOL_CALLS_PER_STREAM};
-pub use upstream::{classify_upstream_error, Operation, UpstreamRequest};
+pub use upstream::{Operation, UpstreamRequest};
 pub use upstream_error::{
     anthropic_error_body, anthropic_error_type, classify_error, ErrorType, UpstreamError,
 };

@@ -76,7 +76,7 @@ pub struct StreamTranslator {
     /// Tool calls announced so far, by the source's index.
     tools: Vec<u64>,
     events: Vec<StreamEvent>,
-    /// Generated text since the last [`StreamTranslator::take_output_text`].
+    /// Generated text since the last [`StreamTranslator::drain_output_text`].
     output_text: String,
 }
 
@@ -233,11 +233,12 @@ impl StreamTranslator {
         self.usage.usage()
     }
 
-    /// The generated text (answer text and tool-call arguments) read since the last call,
-    /// so the caller can count output tokens when the provider reports none. Holds at
-    /// most what the events fed since the last call carried.
-    pub fn take_output_text(&mut self) -> String {
-        std::mem::take(&mut self.output_text)
+    /// Hands `sink` the generated text (answer text and tool-call arguments) read since the
+    /// last call, so the caller can count output tokens when the provider reports none.
+    /// Holds at most what the events fed since the last call carried; the buffer is reused.
+    pub fn drain_output_text(&mut self, sink: impl FnOnce(&str)) {
+        sink(&self.output_text);
+        self.output_text.clear();
     }
 
     /// True when upstream events are relayed as they came (same dialect on both sides).

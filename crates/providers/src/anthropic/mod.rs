@@ -150,9 +150,7 @@ impl MessagesRequest {
 
     /// The body for an Anthropic upstream, with `model` set to the provider's id.
     pub fn to_upstream_body(&self, upstream_model: &str) -> Vec<u8> {
-        let mut body = self.body.clone();
-        body.insert("model".into(), Value::String(upstream_model.to_owned()));
-        serde_json::to_vec(&body).unwrap_or_default()
+        crate::json::body_with_model(&self.body, upstream_model, false)
     }
 
     /// The request in canonical form, for a provider of another dialect.

@@ -15,7 +15,7 @@ pub(crate) mod stream;
 use serde_json::{Map, Value};
 use tollgate_core::Usage;
 
-use crate::{canonical, Operation, ProviderError, UpstreamRequest};
+use crate::{canonical, ProviderError};
 
 pub use convert::{decode_request, decode_response, encode_request, encode_response};
 
@@ -112,9 +112,7 @@ impl ChatRequest {
 
     /// The body for an upstream of this dialect, with `model` set to the provider's id.
     pub fn to_upstream_body(&self, upstream_model: &str) -> Vec<u8> {
-        let mut body = self.body.clone();
-        body.insert("model".into(), Value::String(upstream_model.to_owned()));
-        serde_json::to_vec(&body).unwrap_or_default()
+        crate::json::body_with_model(&self.body, upstream_model, false)
     }
 
     /// Whether the client asked for the closing usage chunk of a stream
@@ -131,20 +129,7 @@ impl ChatRequest {
     /// its usage chunk, which the gateway meters (and strips again when the client did not
     /// ask for it).
     pub fn to_metered_upstream_body(&self, upstream_model: &str) -> Vec<u8> {
-        let mut body = self.body.clone();
-        body.insert("model".into(), Value::String(upstream_model.to_owned()));
-        if self.stream() {
-            let options = body
-                .entry("stream_options")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !options.is_object() {
-                *options = Value::Object(Map::new());
-            }
-            if let Value::Object(options) = options {
-                options.insert("include_usage".into(), Value::Bool(true));
-            }
-        }
-        serde_json::to_vec(&body).unwrap_or_default()
+        crate::json::body_with_model(&self.body, upstream_model, self.stream())
     }
 
     /// The request in canonical form, for a provider of another dialect.
@@ -193,9 +178,7 @@ impl EmbeddingsRequest {
     }
 
     pub fn to_upstream_body(&self, upstream_model: &str) -> Vec<u8> {
-        let mut body = self.body.clone();
-        body.insert("model".into(), Value::String(upstream_model.to_owned()));
-        serde_json::to_vec(&body).unwrap_or_default()
+        crate::json::body_with_model(&self.body, upstream_model, false)
     }
 
     /// The texts to embed: one string or an array of strings. Token-id inputs (arrays of
@@ -277,37 +260,6 @@ pub(crate) fn push_json(value: &Value, out: &mut String) {
     }
 }
 
-// === upstream requests ===
-
-/// Builds the HTTP request for an upstream of `kind: openai`.
-///
-/// `path_prefix` is the endpoint URL's path (`/openai` for `https://api.groq.com/openai`),
-/// `api_key` is injected as a bearer token, `extra_headers` are the provider's configured
-/// headers.
-pub fn upstream_request(
-    op: Operation,
-    path_prefix: &str,
-    api_key: Option<&str>,
-    extra_headers: &[(String, String)],
-    body: Vec<u8>,
-) -> UpstreamRequest {
-    let path = match op {
-        Operation::ChatCompletions => format!("{path_prefix}/v1/chat/completions"),
-        Operation::Embeddings => format!("{path_prefix}/v1/embeddings"),
-    };
-    let mut headers: Vec<(&'static str, String)> =
-        vec![("content-type", "application/json".to_owned())];
-    if let Some(key) = api_key {
-        headers.push(("authorization", format!("Bearer {key}")));
-    }
-    UpstreamRequest {
-        path,
-        headers,
-        extra: extra_headers.to_vec(),
-        body,
-    }
-}
-
 // === responses ===
 
 /// Usage from an OpenAI `usage` object (non-stream body or the final stream chunk).
@@ -328,66 +280,6 @@ pub fn usage_from(value: &Value) -> Option<Usage> {
         reasoning_tokens: nested("completion_tokens_details", "reasoning_tokens"),
         estimated: false,
     })
-}
-
-/// What one `data:` payload of an OpenAI stream is.
-#[derive(Debug, PartialEq)]
-pub enum StreamPayload {
-    /// A `chat.completion.chunk`; `has_output` is true when it carries generated content
-    /// (text, refusal or tool-call deltas) rather than only a role or a finish reason.
-    Chunk {
-        has_output: bool,
-        usage: Option<Usage>,
-    },
-    /// The terminating `[DONE]` sentinel.
-    Done,
-    /// An error object sent inside the stream.
-    Error { message: String },
-    /// Not JSON, or JSON of an unknown shape; passed through.
-    Unknown,
-}
-
-pub fn classify_stream_data(data: &str) -> StreamPayload {
-    if data.trim() == "[DONE]" {
-        return StreamPayload::Done;
-    }
-    let Ok(value) = serde_json::from_str::<Value>(data) else {
-        return StreamPayload::Unknown;
-    };
-    if let Some(err) = value.get("error") {
-        let message = err
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("upstream error")
-            .to_owned();
-        return StreamPayload::Error { message };
-    }
-    let Some(choices) = value.get("choices").and_then(Value::as_array) else {
-        return StreamPayload::Unknown;
-    };
-    let has_output = choices.iter().any(|choice| {
-        choice.get("delta").is_some_and(|delta| {
-            delta
-                .get("content")
-                .and_then(Value::as_str)
-                .is_some_and(|s| !s.is_empty())
-                || delta
-                    .get("refusal")
-                    .and_then(Value::as_str)
-                    .is_some_and(|s| !s.is_empty())
-                || delta.get("tool_calls").is_some_and(|t| !t.is_null())
-        })
-    });
-    StreamPayload::Chunk {
-        has_output,
-        usage: usage_from(&value).filter(|_| !value["usage"].is_null()),
-    }
-}
-
-/// A stream error event in OpenAI's shape, for a stream that breaks after it started.
-pub fn stream_error_data(message: &str, kind: &str, code: &str) -> String {
-    serde_json::json!({"error": {"message": message, "type": kind, "code": code, "param": null}})
-        .to_string()
 }
 
 /// The body of `GET /v1/models` listing the given logical model ids.
@@ -465,59 +357,5 @@ mod tests {
         for needle in ["be brief", "what is", "lookup", "finds"] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
-    }
-
-    #[test]
-    fn stream_payloads_are_classified() {
-        assert_eq!(classify_stream_data("[DONE]"), StreamPayload::Done);
-        assert_eq!(
-            classify_stream_data(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#),
-            StreamPayload::Chunk {
-                has_output: false,
-                usage: None
-            }
-        );
-        assert_eq!(
-            classify_stream_data(r#"{"choices":[{"delta":{"content":"Hi"}}],"usage":null}"#),
-            StreamPayload::Chunk {
-                has_output: true,
-                usage: None
-            }
-        );
-        match classify_stream_data(
-            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":1}}}"#,
-        ) {
-            StreamPayload::Chunk { usage: Some(u), .. } => {
-                assert_eq!(
-                    (u.input_tokens, u.output_tokens, u.cached_input_tokens),
-                    (3, 5, 1)
-                );
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        assert!(matches!(
-            classify_stream_data(r#"{"error":{"message":"overloaded"}}"#),
-            StreamPayload::Error { .. }
-        ));
-    }
-
-    #[test]
-    fn upstream_request_uses_prefix_and_bearer() {
-        let req = upstream_request(
-            Operation::ChatCompletions,
-            "/openai",
-            Some("sk-test"),
-            &[("OpenAI-Organization".into(), "org".into())],
-            b"{}".to_vec(),
-        );
-        assert_eq!(req.path, "/openai/v1/chat/completions");
-        assert!(req
-            .headers
-            .iter()
-            .any(|(k, v)| *k == "authorization" && v == "Bearer sk-test"));
-        assert_eq!(
-            req.extra,
-            vec![("OpenAI-Organization".into(), "org".into())]
-        );
     }
 }
