@@ -16,7 +16,7 @@ use crate::canonical::{Part, Request, Response, StopReason, StreamEvent, UsageTr
 use crate::{
     anthropic, bedrock, gemini, openai, upstream_request, AwsCredentials, Credentials, Dialect,
     ErrorType, IngressRequest, Operation, ProviderError, ProviderKind, ResponseMeta,
-    StreamTranslator, Target, UpstreamErrorClass,
+    StreamTranslator, Target, TextFilter, TextPart, UpstreamError, UpstreamErrorClass,
 };
 
 const PROVIDERS: [(&str, ProviderKind); 4] = [
@@ -539,9 +539,13 @@ fn run_stream(
     kind: ProviderKind,
     scenario: &str,
     dialect: Dialect,
+    filter: Option<Box<dyn TextFilter>>,
 ) -> (Vec<u8>, Option<usize>, bool, StreamTranslator) {
     let ingress = ingress(dialect, scenario, true);
-    let mut translator = StreamTranslator::new(kind, &ingress, &META);
+    let mut translator = match filter {
+        Some(filter) => StreamTranslator::filtered(kind, &ingress, &META, filter),
+        None => StreamTranslator::new(kind, &ingress, &META),
+    };
     let mut out = Vec::new();
     let mut first_output = None;
     let mut done = false;
@@ -651,7 +655,7 @@ fn streams_translate_event_by_event_to_both_dialects() {
             for dialect in DIALECTS {
                 let what = format!("{name} {scenario} stream to {dialect:?}");
                 let (out, first_output, done, translator) =
-                    run_stream(name, kind, scenario, dialect);
+                    run_stream(name, kind, scenario, dialect, None);
                 assert!(done, "{what}: no end marker");
                 // Gemini's first event already holds text; every other provider opens
                 // with lifecycle events that carry no output.
@@ -709,6 +713,114 @@ fn streams_translate_event_by_event_to_both_dialects() {
             }
         }
     }
+}
+
+/// Upper-cases generated text and holds back the last character of every part until the
+/// part ends, as a redactor holds back a possible entity prefix.
+#[derive(Default)]
+struct Shout {
+    held: Vec<(TextPart, String)>,
+}
+
+impl TextFilter for Shout {
+    fn push(&mut self, part: TextPart, delta: &str, out: &mut String) -> Result<(), UpstreamError> {
+        let held = match self.held.iter_mut().find(|(p, _)| *p == part) {
+            Some((_, held)) => held,
+            None => {
+                self.held.push((part, String::new()));
+                &mut self.held.last_mut().unwrap().1
+            }
+        };
+        held.push_str(&delta.to_uppercase());
+        if let Some((cut, _)) = held.char_indices().last() {
+            out.push_str(&held[..cut]);
+            held.replace_range(..cut, "");
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, part: TextPart, out: &mut String) -> Result<(), UpstreamError> {
+        if let Some(i) = self.held.iter().position(|(p, _)| *p == part) {
+            out.push_str(&self.held.remove(i).1);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn filtered_streams_keep_framing_order_and_every_held_back_character() {
+    for (name, kind) in PROVIDERS {
+        for scenario in STREAM_SCENARIOS {
+            for dialect in DIALECTS {
+                let what = format!("{name} {scenario} filtered stream to {dialect:?}");
+                let (out, _, done, translator) = run_stream(
+                    name,
+                    kind,
+                    scenario,
+                    dialect,
+                    Some(Box::new(Shout::default())),
+                );
+                assert!(done, "{what}");
+                assert!(
+                    !translator.is_passthrough(),
+                    "{what}: filtered text is re-written"
+                );
+                let mut expected =
+                    Answer::of_stream(&read_provider_stream(name, kind, scenario)).seen_by(dialect);
+                expected.text = expected.text.to_uppercase();
+                for call in &mut expected.calls {
+                    call.2 = serde_json::from_str(&call.2.to_string().to_uppercase()).unwrap();
+                }
+                let read_back = Answer::of_stream(&read_client_stream(dialect, &out));
+                assert_eq!(read_back, expected, "{what}");
+                let client = decode_sse(&out);
+                match dialect {
+                    Dialect::OpenAi => assert_eq!(client.last().unwrap().data, "[DONE]", "{what}"),
+                    Dialect::Anthropic => assert_eq!(
+                        client.last().unwrap().event.as_deref(),
+                        Some("message_stop"),
+                        "{what}"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Refuses any text containing `!`.
+struct Refuse;
+
+impl TextFilter for Refuse {
+    fn push(&mut self, _: TextPart, delta: &str, out: &mut String) -> Result<(), UpstreamError> {
+        if delta.contains('!') {
+            return Err(UpstreamError::new(ErrorType::ContentPolicy, 200, "refused"));
+        }
+        out.push_str(delta);
+        Ok(())
+    }
+
+    fn finish(&mut self, _: TextPart, _: &mut String) -> Result<(), UpstreamError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_filter_refusal_ends_the_stream_as_an_error() {
+    let transcript = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"fine\"}}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"bad!\"}}]}\n\n";
+    let ingress = ingress(Dialect::OpenAi, "text", true);
+    let mut translator =
+        StreamTranslator::filtered(ProviderKind::OpenAi, &ingress, &META, Box::new(Refuse));
+    let mut out = Vec::new();
+    let steps: Vec<_> = decode_sse(transcript.as_bytes())
+        .iter()
+        .map(|e| translator.on_event(e, &mut out))
+        .collect();
+    assert_eq!(steps[0].error, None);
+    let error = steps[1].error.as_ref().unwrap();
+    assert_eq!(error.class(), UpstreamErrorClass::Client);
+    let relayed = Answer::of_stream(&read_client_stream(Dialect::OpenAi, &out));
+    assert_eq!(relayed.text, "fine");
 }
 
 #[test]

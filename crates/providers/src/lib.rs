@@ -29,15 +29,21 @@ mod response;
 #[cfg(test)]
 mod roundtrip;
 mod stream;
+mod text;
 mod upstream;
 mod upstream_error;
 
+pub use anthropic::stream::{
+    EventReader as AnthropicEventReader, EventWriter as AnthropicEventWriter,
+};
 pub use error::{ProviderError, UpstreamErrorClass};
 pub use ingress::IngressRequest;
+pub use openai::stream::{ChunkReader as OpenAiChunkReader, ChunkWriter as OpenAiChunkWriter};
 pub use request::{upstream_request, Credentials, Target, DEFAULT_AZURE_API_VERSION};
 pub use response::{translate_response, ResponseMeta, Translated};
 pub use sigv4::AwsCredentials;
-pub use stream::{StreamStep, StreamTranslator, MAX_TOOL_CALLS_PER_STREAM};
+pub use stream::{StreamStep, StreamTranslator, TextFilter, TextPart, MAX_TOOL_CALLS_PER_STREAM};
+pub use text::{for_each_answer_text_mut, TextRole};
 pub use upstream::{Operation, UpstreamRequest};
 pub use upstream_error::{
     anthropic_error_body, anthropic_error_type, classify_error, ErrorType, UpstreamError,

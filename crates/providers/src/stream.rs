@@ -67,6 +67,44 @@ enum Writer {
     Anthropic(EventWriter),
 }
 
+/// Which generated text a [`TextFilter`] is handed: the answer's text, or the arguments of
+/// one tool call (by the source's index). Each part is its own text: an entity never spans
+/// two parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextPart {
+    Answer,
+    ToolArguments(u64),
+}
+
+/// Rewrites generated text on its way to the client (redaction, restoring pseudonyms),
+/// delta by delta. A filter may hold back a suffix of a part until it knows what it is;
+/// the translator asks for it back when the part ends (a tool call starts, the answer
+/// stops, the stream ends), so nothing held back is lost and framing stays in order.
+pub trait TextFilter: Send {
+    /// Appends to `out` what the client gets of `delta`. An error ends the stream with it
+    /// (before any output the gateway answers it as a refusal).
+    fn push(&mut self, part: TextPart, delta: &str, out: &mut String) -> Result<(), UpstreamError>;
+
+    /// `part` ended: appends everything still held back for it. A later delta of the same
+    /// part starts it afresh.
+    fn finish(&mut self, part: TextPart, out: &mut String) -> Result<(), UpstreamError>;
+}
+
+/// A [`TextFilter`] with the parts it holds text of.
+struct Filter {
+    filter: Box<dyn TextFilter>,
+    /// Parts pushed since they last finished, in the order they started.
+    open: Vec<TextPart>,
+    /// Reused for each filtered delta.
+    scratch: String,
+}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filter").field("open", &self.open).finish()
+    }
+}
+
 /// Translates one upstream stream for one client.
 #[derive(Debug)]
 pub struct StreamTranslator {
@@ -78,11 +116,33 @@ pub struct StreamTranslator {
     events: Vec<StreamEvent>,
     /// Generated text since the last [`StreamTranslator::drain_output_text`].
     output_text: String,
+    filter: Option<Filter>,
 }
 
 impl StreamTranslator {
     /// A translator for a stream from a `kind` provider to the client of `ingress`.
     pub fn new(kind: ProviderKind, ingress: &IngressRequest, meta: &ResponseMeta<'_>) -> Self {
+        Self::build(kind, ingress, meta, None)
+    }
+
+    /// A translator whose generated text passes through `filter`. Events are always
+    /// re-written from their canonical form, even between equal dialects, since the
+    /// upstream's own bytes carry the unfiltered text.
+    pub fn filtered(
+        kind: ProviderKind,
+        ingress: &IngressRequest,
+        meta: &ResponseMeta<'_>,
+        filter: Box<dyn TextFilter>,
+    ) -> Self {
+        Self::build(kind, ingress, meta, Some(filter))
+    }
+
+    fn build(
+        kind: ProviderKind,
+        ingress: &IngressRequest,
+        meta: &ResponseMeta<'_>,
+        filter: Option<Box<dyn TextFilter>>,
+    ) -> Self {
         let dialect = ingress.dialect();
         let reader = match kind {
             ProviderKind::OpenAi | ProviderKind::AzureOpenAi => {
@@ -94,7 +154,7 @@ impl StreamTranslator {
         };
         let id = meta.fallback_id(dialect);
         let model = meta.model.to_owned();
-        let writer = if kind.native_dialect() == Some(dialect) {
+        let writer = if filter.is_none() && kind.native_dialect() == Some(dialect) {
             Writer::Passthrough {
                 dialect,
                 strip_usage: !ingress.include_usage(),
@@ -118,6 +178,11 @@ impl StreamTranslator {
             tools: Vec::new(),
             events: Vec::new(),
             output_text: String::new(),
+            filter: filter.map(|filter| Filter {
+                filter,
+                open: Vec::new(),
+                scratch: String::new(),
+            }),
         }
     }
 
@@ -197,7 +262,12 @@ impl StreamTranslator {
     /// not already (OpenAI: finish chunk, usage chunk if asked for, `[DONE]`; Anthropic:
     /// `message_delta` with the usage, `message_stop`). A relayed stream gets nothing: its
     /// upstream sent its own.
+    /// A filter that refuses the held-back tail ends the stream with its error instead.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if let Err(error) = self.finish_parts(out) {
+            self.fail(&error, out);
+            return;
+        }
         let usage = self.usage.usage();
         match &mut self.writer {
             Writer::Passthrough { .. } => {}
@@ -290,12 +360,83 @@ impl StreamTranslator {
                 _ => {}
             }
             step.has_output |= event.has_output();
-            self.write(event, out);
+            if let Err(error) = self.write_filtered(event, out) {
+                step.error = Some(error);
+                return step;
+            }
         }
         if step.done {
             self.finish(out);
         }
         step
+    }
+
+    /// Writes `event`, passing generated text through the filter when there is one.
+    fn write_filtered(
+        &mut self,
+        event: &StreamEvent,
+        out: &mut Vec<u8>,
+    ) -> Result<(), UpstreamError> {
+        if self.filter.is_none() {
+            self.write(event, out);
+            return Ok(());
+        }
+        let (part, delta) = match event {
+            StreamEvent::TextDelta(text) => (TextPart::Answer, text),
+            StreamEvent::ToolCallDelta { index, arguments } => {
+                (TextPart::ToolArguments(*index), arguments)
+            }
+            StreamEvent::ToolCallStart { .. } | StreamEvent::Stop { .. } | StreamEvent::End => {
+                // What is held back belongs before the next block or the end.
+                self.finish_parts(out)?;
+                self.write(event, out);
+                return Ok(());
+            }
+            _ => {
+                self.write(event, out);
+                return Ok(());
+            }
+        };
+        let Some(filter) = &mut self.filter else {
+            return Ok(());
+        };
+        let mut scratch = std::mem::take(&mut filter.scratch);
+        scratch.clear();
+        if !filter.open.contains(&part) {
+            filter.open.push(part);
+        }
+        let pushed = filter.filter.push(part, delta, &mut scratch);
+        if !scratch.is_empty() {
+            self.write(&filtered_delta(part, &scratch), out);
+        }
+        if let Some(filter) = &mut self.filter {
+            filter.scratch = scratch;
+        }
+        pushed
+    }
+
+    /// Ends every open part, writing what the filter held back.
+    fn finish_parts(&mut self, out: &mut Vec<u8>) -> Result<(), UpstreamError> {
+        let Some(filter) = &mut self.filter else {
+            return Ok(());
+        };
+        let parts = std::mem::take(&mut filter.open);
+        for part in parts {
+            let Some(filter) = &mut self.filter else {
+                break;
+            };
+            let mut scratch = std::mem::take(&mut filter.scratch);
+            scratch.clear();
+            let finished = filter.filter.finish(part, &mut scratch);
+            if !scratch.is_empty() {
+                self.write(&filtered_delta(part, &scratch), out);
+            }
+            if let Some(filter) = &mut self.filter {
+                filter.scratch = scratch;
+            }
+            finished?;
+        }
+        Ok(())
     }
 
     fn write(&mut self, event: &StreamEvent, out: &mut Vec<u8>) {
@@ -304,5 +445,15 @@ impl StreamTranslator {
             Writer::OpenAi(writer) => writer.write(event, out),
             Writer::Anthropic(writer) => writer.write(event, self.usage.current(), out),
         }
+    }
+}
+
+fn filtered_delta(part: TextPart, text: &str) -> StreamEvent {
+    match part {
+        TextPart::Answer => StreamEvent::TextDelta(text.to_owned()),
+        TextPart::ToolArguments(index) => StreamEvent::ToolCallDelta {
+            index,
+            arguments: text.to_owned(),
+        },
     }
 }

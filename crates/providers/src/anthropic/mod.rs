@@ -157,6 +157,10 @@ impl MessagesRequest {
     pub fn to_canonical(&self) -> Result<canonical::Request, ProviderError> {
         decode_request(&self.body)
     }
+
+    pub(crate) fn body_mut(&mut self) -> &mut Map<String, Value> {
+        &mut self.body
+    }
 }
 
 fn check_message(message: &Value, i: usize) -> Result<(), ProviderError> {

@@ -136,6 +136,10 @@ impl ChatRequest {
     pub fn to_canonical(&self) -> Result<canonical::Request, ProviderError> {
         decode_request(&self.body)
     }
+
+    pub(crate) fn body_mut(&mut self) -> &mut Map<String, Value> {
+        &mut self.body
+    }
 }
 
 // === impl EmbeddingsRequest ===
@@ -179,6 +183,10 @@ impl EmbeddingsRequest {
 
     pub fn to_upstream_body(&self, upstream_model: &str) -> Vec<u8> {
         crate::json::body_with_model(&self.body, upstream_model, false)
+    }
+
+    pub(crate) fn body_mut(&mut self) -> &mut Map<String, Value> {
+        &mut self.body
     }
 
     /// The texts to embed: one string or an array of strings. Token-id inputs (arrays of
