@@ -17,14 +17,14 @@ use crate::{ProviderKind, MAX_TOOL_CALLS_PER_STREAM};
 
 /// Reads an upstream Anthropic stream, one event at a time.
 #[derive(Debug, Default)]
-pub(crate) struct EventReader {
+pub struct EventReader {
     /// Input-side counts from `message_start`, which a later `message_delta` may restate.
     usage: RawUsage,
     tools: usize,
 }
 
 impl EventReader {
-    pub(crate) fn read(&mut self, event: &SseEvent, out: &mut Vec<StreamEvent>) {
+    pub fn read(&mut self, event: &SseEvent, out: &mut Vec<StreamEvent>) {
         let Ok(value) = serde_json::from_str::<Value>(&event.data) else {
             return;
         };
@@ -140,7 +140,7 @@ enum Block {
 
 /// Writes canonical events as Anthropic's event sequence for the client.
 #[derive(Debug)]
-pub(crate) struct EventWriter {
+pub struct EventWriter {
     id: String,
     model: String,
     started: bool,
@@ -153,7 +153,7 @@ pub(crate) struct EventWriter {
 }
 
 impl EventWriter {
-    pub(crate) fn new(id: String, model: String) -> Self {
+    pub fn new(id: String, model: String) -> Self {
         Self {
             id,
             model,
@@ -168,7 +168,7 @@ impl EventWriter {
 
     /// Writes what `event` means for the client; `usage` is the stream's usage so far, for
     /// `message_start`.
-    pub(crate) fn write(&mut self, event: &StreamEvent, usage: Usage, out: &mut Vec<u8>) {
+    pub fn write(&mut self, event: &StreamEvent, usage: Usage, out: &mut Vec<u8>) {
         if self.closed {
             return;
         }
@@ -238,7 +238,7 @@ impl EventWriter {
 
     /// The closing events: the open block's stop, `message_delta` with the stop reason and
     /// the final usage, and `message_stop`. Writes nothing the second time.
-    pub(crate) fn close(&mut self, usage: Option<Usage>, out: &mut Vec<u8>) {
+    pub fn close(&mut self, usage: Option<Usage>, out: &mut Vec<u8>) {
         if self.closed {
             return;
         }

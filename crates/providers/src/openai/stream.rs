@@ -14,7 +14,7 @@ use crate::{ProviderKind, MAX_TOOL_CALLS_PER_STREAM};
 
 /// Reads an upstream OpenAI stream, one `data:` payload at a time.
 #[derive(Debug, Default)]
-pub(crate) struct ChunkReader {
+pub struct ChunkReader {
     started: bool,
     /// Tool-call indexes already announced: some servers repeat the id and name in every
     /// delta of a call.
@@ -24,7 +24,7 @@ pub(crate) struct ChunkReader {
 impl ChunkReader {
     /// Appends the canonical events of one payload; returns true for a chunk that carries
     /// only usage (no choices), which a client that did not ask for usage must not see.
-    pub(crate) fn read(&mut self, data: &str, out: &mut Vec<StreamEvent>) -> bool {
+    pub fn read(&mut self, data: &str, out: &mut Vec<StreamEvent>) -> bool {
         if data.trim() == "[DONE]" {
             out.push(StreamEvent::End);
             return false;
@@ -114,7 +114,7 @@ impl ChunkReader {
 
 /// Writes canonical events as OpenAI chunks for the client.
 #[derive(Debug)]
-pub(crate) struct ChunkWriter {
+pub struct ChunkWriter {
     id: String,
     model: String,
     created: u64,
@@ -127,7 +127,7 @@ pub(crate) struct ChunkWriter {
 }
 
 impl ChunkWriter {
-    pub(crate) fn new(id: String, model: String, created: u64, include_usage: bool) -> Self {
+    pub fn new(id: String, model: String, created: u64, include_usage: bool) -> Self {
         Self {
             id,
             model,
@@ -142,7 +142,7 @@ impl ChunkWriter {
 
     /// Writes what `event` means for the client. Usage is not written here: it goes out
     /// once, in [`ChunkWriter::close`].
-    pub(crate) fn write(&mut self, event: &StreamEvent, out: &mut Vec<u8>) {
+    pub fn write(&mut self, event: &StreamEvent, out: &mut Vec<u8>) {
         if self.closed {
             return;
         }
@@ -192,7 +192,7 @@ impl ChunkWriter {
 
     /// The closing chunks: the finish reason, the usage chunk if the client asked for it,
     /// and `[DONE]`. Writes nothing the second time.
-    pub(crate) fn close(&mut self, usage: Option<Usage>, out: &mut Vec<u8>) {
+    pub fn close(&mut self, usage: Option<Usage>, out: &mut Vec<u8>) {
         if self.closed {
             return;
         }
