@@ -1,0 +1,545 @@
+//! Rate limits: requests per minute, tokens per minute and requests in flight, per key,
+//! user, team, model, route or globally, with the actions reject, queue and downgrade.
+//!
+//! [`Limiter::admit`] runs before a request is forwarded. Every limit that matches the
+//! request contributes its counters; they are checked and charged in one atomic step, all
+//! or nothing, so a request refused by one limit consumes nothing of the others. Tokens are
+//! admitted on the caller's estimate; [`Permit::correct`] replaces it with the metered
+//! count. Dropping the [`Permit`] ends the request for the concurrency limits.
+//!
+//! When limits refuse a request, the action is chosen as follows: if any refusing limit
+//! says `reject` (or the request can never fit: more tokens than a whole minute's limit,
+//! or a key past its `max_requests`), the request is rejected. Otherwise, if any says
+//! `downgrade`, the request is re-admitted as a request for that limit's `downgrade_to`
+//! model (a limit never applies to requests for its own downgrade target). Otherwise all
+//! refusing limits say `queue`: the request waits its turn in the first one's queue and
+//! is retried when the counter has room, until `queue.max_wait` is up.
+
+mod headers;
+mod queue;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+pub use headers::{Quota, RateHeaders};
+use queue::{FairQueue, Ticket};
+
+use crate::config::{LimitConfig, OnExceed, PolicyConfig};
+use crate::error::PolicyError;
+use crate::state::{Check, Deferred, Outcome, State};
+use crate::subject::Subject;
+
+/// Most model changes one admission follows (`a` downgrades to `b`, `b` to `c`…); a longer
+/// chain, or a cycle, is rejected.
+pub const MAX_DOWNGRADES: usize = 4;
+
+/// `Retry-After` for a request refused by a concurrency limit: when a slot frees is not
+/// known, so clients are told to try again after this.
+pub const CONCURRENCY_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How often a queued request waiting for a concurrency slot looks again when no local
+/// release woke it (slots freed on other nodes are not signalled).
+const CONCURRENCY_POLL: Duration = Duration::from_millis(50);
+
+/// Queues kept before idle ones are dropped from the map.
+const QUEUE_MAP_SWEEP: usize = 1024;
+
+/// Which counter refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    /// Requests per minute.
+    Requests,
+    /// Tokens per minute.
+    Tokens,
+    /// Requests in flight.
+    Concurrency,
+    /// The key's lifetime `max_requests`.
+    KeyRequests,
+}
+
+impl LimitKind {
+    /// A low-cardinality label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Requests => "requests",
+            LimitKind::Tokens => "tokens",
+            LimitKind::Concurrency => "concurrency",
+            LimitKind::KeyRequests => "key_requests",
+        }
+    }
+}
+
+/// The answer of [`Limiter::admit`].
+#[derive(Debug)]
+pub enum Admission {
+    /// Forward the request; keep the permit until it has finished (streams: until the last
+    /// byte), then drop it.
+    Granted(Permit),
+    /// Answer 429 with [`Rejection::headers`].
+    Rejected(Rejection),
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The refusing limit's name (`max_requests` for a key's lifetime cap).
+    pub limit: String,
+    pub kind: LimitKind,
+    /// When trying again can succeed; `None` when it cannot (a request larger than a
+    /// minute's tokens, a key past its `max_requests`).
+    pub retry_after: Option<Duration>,
+    /// Whether the request waited in a queue first (and the wait ran out or the queue was
+    /// full).
+    pub queued: bool,
+    pub rate: RateHeaders,
+}
+
+impl Rejection {
+    /// The rate headers plus `retry-after` (whole seconds, rounded up) and
+    /// `retry-after-ms`, for the 429 answer.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = self.rate.to_pairs();
+        if let Some(wait) = self.retry_after {
+            let ms = wait.as_millis();
+            pairs.push(("retry-after", ms.div_ceil(1000).max(1).to_string()));
+            pairs.push(("retry-after-ms", ms.to_string()));
+        }
+        pairs
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            LimitKind::Requests => "requests per minute",
+            LimitKind::Tokens => "tokens per minute",
+            LimitKind::Concurrency => "concurrent requests",
+            LimitKind::KeyRequests => "requests allowed for this key",
+        };
+        write!(f, "Rate limit reached for {what} (limit '{}')", self.limit)?;
+        match (self.kind, self.retry_after) {
+            (LimitKind::Tokens, None) => f.write_str(": the request is larger than the limit"),
+            (_, Some(wait)) => write!(f, ": try again in {}", headers::format_reset(wait)),
+            (_, None) => Ok(()),
+        }
+    }
+}
+
+/// An admitted request's hold on its limits.
+pub struct Permit {
+    backend: State,
+    /// `(counter, limit)` of every tokens-per-minute counter charged.
+    token_counters: Vec<(String, u64)>,
+    tokens: u64,
+    concurrency: Vec<String>,
+    local: bool,
+    model: Option<String>,
+    rate: RateHeaders,
+    waited: Duration,
+    released: Arc<Notify>,
+}
+
+impl Permit {
+    /// The model to serve the request with instead of the requested one, after a
+    /// `downgrade`.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    /// The rate headers for the response.
+    pub fn rate(&self) -> &RateHeaders {
+        &self.rate
+    }
+
+    /// How long the request waited in a queue.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// Replaces the tokens counted so far (the estimate at admission) with `tokens`, the
+    /// metered input + output; may be called again as a stream goes on. Never blocks.
+    pub fn correct(&mut self, tokens: u64) {
+        let delta = i128::from(tokens) - i128::from(self.tokens);
+        let Ok(delta) = i64::try_from(delta) else {
+            return;
+        };
+        if delta == 0 {
+            return;
+        }
+        self.tokens = tokens;
+        for (key, limit) in &self.token_counters {
+            self.backend.0.defer(
+                Deferred::RateAdjust {
+                    key: key.clone(),
+                    limit: *limit,
+                    delta,
+                },
+                self.local,
+            );
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        for key in self.concurrency.drain(..) {
+            self.backend.0.defer(Deferred::Release { key }, self.local);
+        }
+        self.released.notify_waiters();
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("model", &self.model)
+            .field("rate", &self.rate)
+            .field("tokens", &self.tokens)
+            .field("waited", &self.waited)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One counter of one limit, for one request.
+struct Planned {
+    /// Index into the limits; `None` for the key's `max_requests`.
+    limit: Option<usize>,
+    kind: LimitKind,
+    check: Check,
+}
+
+/// Enforces the configured limits; share one per process (it holds the wait queues).
+pub struct Limiter {
+    limits: Vec<LimitConfig>,
+    state: State,
+    queues: Mutex<HashMap<String, Arc<FairQueue>>>,
+    released: Arc<Notify>,
+}
+
+impl fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limiter")
+            .field("limits", &self.limits.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Limiter {
+    /// A limiter for `limits` (checked like [`PolicyConfig::validate`] does) counting in
+    /// `state`.
+    pub fn new(limits: &[LimitConfig], state: State) -> Result<Self, PolicyError> {
+        PolicyConfig {
+            limits: limits.to_vec(),
+            ..PolicyConfig::default()
+        }
+        .check()?;
+        Ok(Self {
+            limits: limits.to_vec(),
+            state,
+            queues: Mutex::new(HashMap::new()),
+            released: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Admits a request estimated at `tokens` (input + output), waiting in a queue when a
+    /// `queue` limit says so. Errors only with [`PolicyError::StateUnavailable`] (Redis
+    /// down and `on_failure: closed`; answer 503).
+    pub async fn admit(&self, subject: &Subject, tokens: u64) -> Result<Admission, PolicyError> {
+        let started = Instant::now();
+        let mut subject = subject.clone();
+        let mut model = None;
+        let mut downgrades = 0;
+        let mut ticket: Option<(String, Ticket, Instant)> = None;
+        loop {
+            let plan = self.plan(&subject, tokens);
+            if ticket.is_none() {
+                // Newcomers queue behind waiters instead of overtaking them.
+                if let Some((key, limit)) = self.busy_queue(&plan) {
+                    match self.wait_turn(&subject, &key, limit).await {
+                        Some(entered) => ticket = Some(entered),
+                        None => return Ok(Admission::Rejected(self.queue_full(&plan, limit))),
+                    }
+                }
+            }
+            let checks: Vec<Check> = plan.iter().map(|p| p.check.clone()).collect();
+            let admitted = self.state.0.admit(&checks).await?;
+            let rate = rate_headers(&plan, &admitted.outcomes);
+            let refused: Vec<(&Planned, &Outcome)> = plan
+                .iter()
+                .zip(&admitted.outcomes)
+                .filter(|(_, outcome)| !outcome.allowed)
+                .collect();
+            if refused.is_empty() {
+                return Ok(Admission::Granted(self.permit(
+                    &plan,
+                    admitted.local,
+                    tokens,
+                    model,
+                    rate,
+                    started.elapsed(),
+                )));
+            }
+            let action = |p: &Planned| {
+                p.limit
+                    .map_or(OnExceed::Reject, |i| self.limits[i].on_exceed)
+            };
+            let hopeless = |p: &Planned, o: &Outcome| {
+                o.retry_after.is_none() && p.kind != LimitKind::Concurrency
+            };
+            let queued = ticket.is_some();
+            let reject = |p: &Planned, o: &Outcome| {
+                Ok(Admission::Rejected(self.rejection(p, o, rate, queued)))
+            };
+            if let Some((p, o)) = refused
+                .iter()
+                .find(|(p, o)| action(p) == OnExceed::Reject || hopeless(p, o))
+            {
+                return reject(p, o);
+            }
+            if let Some((p, o)) = refused
+                .iter()
+                .find(|(p, _)| action(p) == OnExceed::Downgrade)
+            {
+                let to = p
+                    .limit
+                    .and_then(|i| self.limits[i].downgrade_to.clone())
+                    .unwrap_or_default();
+                downgrades += 1;
+                if downgrades > MAX_DOWNGRADES || to.is_empty() {
+                    return reject(p, o);
+                }
+                subject.model.clone_from(&to);
+                model = Some(to);
+                ticket = None;
+                continue;
+            }
+            // Every refusing limit queues: wait in the first one's queue.
+            let Some((p, o)) = refused.first() else {
+                continue;
+            };
+            let Some(index) = p.limit else {
+                return reject(p, o);
+            };
+            if ticket.is_none() {
+                let key = p.check.key().to_owned();
+                match self.wait_turn(&subject, &key, index).await {
+                    Some(entered) => ticket = Some(entered),
+                    None => return reject(p, o),
+                }
+            }
+            let Some((_, _, deadline)) = &ticket else {
+                continue;
+            };
+            let now = Instant::now();
+            let wait = match (p.kind, o.retry_after) {
+                (LimitKind::Concurrency, _) | (_, None) => CONCURRENCY_POLL,
+                (_, Some(wait)) => wait,
+            };
+            if now + wait > *deadline {
+                return reject(p, o);
+            }
+            if p.kind == LimitKind::Concurrency {
+                let released = self.released.notified();
+                let _ = tokio::time::timeout(wait, released).await;
+            } else {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    /// The counters that apply to `subject`, in config order, then the key's lifetime cap.
+    fn plan(&self, subject: &Subject, tokens: u64) -> Vec<Planned> {
+        let prefix = self.state.0.prefix();
+        let mut plan = Vec::new();
+        for (index, limit) in self.limits.iter().enumerate() {
+            if limit.on_exceed == OnExceed::Downgrade
+                && limit.downgrade_to.as_deref() == Some(subject.model.as_str())
+            {
+                continue;
+            }
+            if !limit.matcher.matches(subject) {
+                continue;
+            }
+            let Some(value) = limit.scope.value(subject) else {
+                continue;
+            };
+            let key = |kind: &str| format!("{prefix}rl:{}:{kind}:{value}", limit.name);
+            if let Some(rpm) = limit.rpm {
+                plan.push(Planned {
+                    limit: Some(index),
+                    kind: LimitKind::Requests,
+                    check: Check::Rate {
+                        key: key("r"),
+                        limit: rpm,
+                        cost: 1,
+                    },
+                });
+            }
+            if let Some(tpm) = limit.tpm {
+                plan.push(Planned {
+                    limit: Some(index),
+                    kind: LimitKind::Tokens,
+                    check: Check::Rate {
+                        key: key("t"),
+                        limit: tpm,
+                        cost: tokens,
+                    },
+                });
+            }
+            if let Some(max) = limit.concurrency {
+                plan.push(Planned {
+                    limit: Some(index),
+                    kind: LimitKind::Concurrency,
+                    check: Check::Concurrency { key: key("c"), max },
+                });
+            }
+        }
+        if let Some(max) = subject.max_requests {
+            plan.push(Planned {
+                limit: None,
+                kind: LimitKind::KeyRequests,
+                check: Check::Count {
+                    key: format!("{prefix}kq:{}", subject.key),
+                    max,
+                },
+            });
+        }
+        plan
+    }
+
+    /// The first queue of a `queue` limit in the plan that has waiters.
+    fn busy_queue(&self, plan: &[Planned]) -> Option<(String, usize)> {
+        let queues = self.queues.lock();
+        plan.iter().find_map(|p| {
+            let index = p.limit?;
+            if self.limits[index].on_exceed != OnExceed::Queue {
+                return None;
+            }
+            let key = p.check.key();
+            queues
+                .get(key)
+                .filter(|q| q.is_busy())
+                .map(|_| (key.to_owned(), index))
+        })
+    }
+
+    /// Joins the queue of counter `key` and waits for this request's turn; `None` when the
+    /// queue is full or the turn did not come before the limit's `max_wait`.
+    async fn wait_turn(
+        &self,
+        subject: &Subject,
+        key: &str,
+        limit: usize,
+    ) -> Option<(String, Ticket, Instant)> {
+        let config = self.limits[limit].queue.unwrap_or_default();
+        let deadline = Instant::now() + config.max_wait;
+        let queue = {
+            let mut queues = self.queues.lock();
+            if queues.len() >= QUEUE_MAP_SWEEP {
+                queues.retain(|_, q| q.is_busy());
+            }
+            Arc::clone(
+                queues
+                    .entry(key.to_owned())
+                    .or_insert_with(|| FairQueue::new(config.max_depth)),
+            )
+        };
+        let mut ticket = queue.enter(&subject.key)?;
+        tokio::time::timeout_at(deadline.into(), ticket.turn())
+            .await
+            .ok()?;
+        Some((key.to_owned(), ticket, deadline))
+    }
+
+    fn queue_full(&self, plan: &[Planned], limit: usize) -> Rejection {
+        let kind = plan
+            .iter()
+            .find(|p| p.limit == Some(limit))
+            .map_or(LimitKind::Requests, |p| p.kind);
+        Rejection {
+            limit: self.limits[limit].name.clone(),
+            kind,
+            retry_after: Some(CONCURRENCY_RETRY_AFTER),
+            queued: true,
+            rate: RateHeaders::default(),
+        }
+    }
+
+    fn rejection(&self, p: &Planned, o: &Outcome, rate: RateHeaders, queued: bool) -> Rejection {
+        let retry_after = match p.kind {
+            LimitKind::Concurrency => Some(CONCURRENCY_RETRY_AFTER),
+            _ => o.retry_after,
+        };
+        Rejection {
+            limit: p.limit.map_or_else(
+                || "max_requests".to_owned(),
+                |i| self.limits[i].name.clone(),
+            ),
+            kind: p.kind,
+            retry_after,
+            queued,
+            rate,
+        }
+    }
+
+    fn permit(
+        &self,
+        plan: &[Planned],
+        local: bool,
+        tokens: u64,
+        model: Option<String>,
+        rate: RateHeaders,
+        waited: Duration,
+    ) -> Permit {
+        let mut token_counters = Vec::new();
+        let mut concurrency = Vec::new();
+        for p in plan {
+            match (&p.kind, &p.check) {
+                (LimitKind::Tokens, Check::Rate { key, limit, .. }) => {
+                    token_counters.push((key.clone(), *limit));
+                }
+                (LimitKind::Concurrency, Check::Concurrency { key, .. }) => {
+                    concurrency.push(key.clone());
+                }
+                _ => {}
+            }
+        }
+        Permit {
+            backend: self.state.clone(),
+            token_counters,
+            tokens,
+            concurrency,
+            local,
+            model,
+            rate,
+            waited,
+            released: Arc::clone(&self.released),
+        }
+    }
+}
+
+/// The tightest request and token quotas among the plan's rate counters.
+fn rate_headers(plan: &[Planned], outcomes: &[Outcome]) -> RateHeaders {
+    let mut headers = RateHeaders::default();
+    for (p, o) in plan.iter().zip(outcomes) {
+        let Check::Rate { limit, .. } = p.check else {
+            continue;
+        };
+        let quota = Quota {
+            limit,
+            remaining: o.remaining,
+            reset: o.reset,
+        };
+        match p.kind {
+            LimitKind::Requests => RateHeaders::merge(&mut headers.requests, quota),
+            LimitKind::Tokens => RateHeaders::merge(&mut headers.tokens, quota),
+            LimitKind::Concurrency | LimitKind::KeyRequests => {}
+        }
+    }
+    headers
+}
