@@ -13,6 +13,7 @@
 
 mod endpoint;
 mod error;
+mod guardrails;
 mod interpolate;
 mod keyhash;
 mod load;
@@ -23,6 +24,10 @@ mod validate;
 
 pub use endpoint::{parse_endpoint, Endpoint};
 pub use error::{ConfigErrors, Problem};
+pub use guardrails::{
+    GuardrailConfig, InjectionAction, InjectionConfig, JsonOutputConfig, OnInvalidJson,
+    RedactConfig,
+};
 pub use keyhash::hash_key;
 pub use load::{load, parse, MAX_CONFIG_BYTES};
 pub use model::*;

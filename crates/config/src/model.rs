@@ -33,6 +33,9 @@ pub struct Config {
     /// OpenTelemetry traces; off when absent.
     #[serde(default)]
     pub telemetry: Option<TelemetryConfig>,
+    /// Named guardrails, applied by the routes that list them.
+    #[serde(default)]
+    pub guardrails: BTreeMap<String, crate::GuardrailConfig>,
 }
 
 /// OTLP/HTTP (JSON) trace export.
@@ -319,6 +322,9 @@ pub struct RouteConfig {
     pub retry: RetryConfig,
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    /// Names from `guardrails:`, applied in this order.
+    #[serde(default)]
+    pub guardrails: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

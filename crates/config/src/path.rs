@@ -37,6 +37,26 @@ impl KeyPath {
         self
     }
 
+    /// This path extended by a relative path written `a.b[2].c`, as other crates'
+    /// validators report them.
+    #[must_use]
+    pub fn join_dotted(mut self, relative: &str) -> Self {
+        for piece in relative.split('.').filter(|p| !p.is_empty()) {
+            let (key, indexes) = piece
+                .split_once('[')
+                .map_or((piece, ""), |(k, rest)| (k, rest));
+            if !key.is_empty() {
+                self.0.push(PathSegment::Key(key.to_owned()));
+            }
+            for index in indexes.split('[') {
+                if let Ok(i) = index.trim_end_matches(']').parse::<usize>() {
+                    self.0.push(PathSegment::Index(i));
+                }
+            }
+        }
+        self
+    }
+
     pub fn segments(&self) -> &[PathSegment] {
         &self.0
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::endpoint::parse_endpoint;
 use crate::error::Problem;
+use crate::guardrails::{GuardrailConfig, InjectionAction};
 use crate::keyhash::is_key_hash;
 use crate::model::{
     Config, LedgerSink, ModelConfig, ModelMode, ProviderConfig, ProviderKind, RouteConfig,
@@ -71,6 +72,9 @@ impl Config {
         }
         for (name, model) in &self.models {
             check.model(name, model);
+        }
+        for (name, guardrail) in &self.guardrails {
+            check.guardrail(name, guardrail);
         }
         check.routes();
         check.keys();
@@ -344,6 +348,60 @@ impl Checker<'_> {
             self.route_match(&base, route);
             self.route_targets(&base, route);
             self.route_retry_and_timeouts(&base, route);
+            self.route_guardrails(&base, route);
+        }
+    }
+
+    fn route_guardrails(&mut self, base: &KeyPath, route: &RouteConfig) {
+        let mut seen = BTreeSet::new();
+        for (j, name) in route.guardrails.iter().enumerate() {
+            let path = base.clone().key("guardrails").index(j);
+            if !self.config.guardrails.contains_key(name) {
+                let known = known(self.config.guardrails.keys());
+                self.report(path, format!("unknown guardrail '{name}' {known}"));
+            } else if !seen.insert(name) {
+                self.report(path, format!("guardrail '{name}' is listed twice"));
+            }
+        }
+    }
+
+    // === guardrails ===
+
+    fn guardrail(&mut self, name: &str, guardrail: &GuardrailConfig) {
+        let base = KeyPath::root().key("guardrails").key(name);
+        match guardrail {
+            GuardrailConfig::Pii(redact) => {
+                for issue in redact.validate() {
+                    self.report(base.clone().join_dotted(&issue.path), issue.message);
+                }
+            }
+            GuardrailConfig::Injection(injection) => {
+                if !(injection.threshold > 0.0 && injection.threshold <= 1.0) {
+                    self.report(
+                        base.clone().key("threshold"),
+                        "must be above 0 and at most 1",
+                    );
+                }
+                match (&injection.reroute_to, injection.action) {
+                    (None, InjectionAction::Reroute) => self.report(
+                        base.clone().key("reroute_to"),
+                        "action reroute needs the catalog model to reroute to",
+                    ),
+                    (Some(model), _) if !self.config.models.contains_key(model) => {
+                        let known = known(self.config.models.keys());
+                        self.report(
+                            base.clone().key("reroute_to"),
+                            format!("unknown model '{model}' {known}"),
+                        );
+                    }
+                    (Some(_), action) if action != InjectionAction::Reroute => self.report(
+                        base.clone().key("reroute_to"),
+                        "only used with action: reroute",
+                    ),
+                    _ => {}
+                }
+            }
+            GuardrailConfig::JsonOutput(_) => {}
         }
     }
 

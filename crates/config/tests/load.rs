@@ -7,7 +7,10 @@
 
 use std::path::PathBuf;
 
-use tollgate_config::{hash_key, load, parse, ConfigErrors, ModelMode, RetryOn, Strategy};
+use tollgate_config::{
+    hash_key, load, parse, ConfigErrors, GuardrailConfig, InjectionAction, ModelMode,
+    OnInvalidJson, RetryOn, Strategy,
+};
 
 const ORIGIN: &str = "t.yaml";
 
@@ -713,4 +716,59 @@ keys:
     )
     .replace("H1", &hash_key("one"));
     check(&yaml);
+}
+
+#[test]
+fn guardrails_load_with_their_kind_and_defaults() {
+    let yaml = with_catalog(
+        "\
+guardrails:
+  pii: { kind: pii, entities: [email], actions: { email: pseudonymize } }
+  inj: { kind: injection, action: reroute, reroute_to: llama }
+  json: { kind: json_output }
+routes:
+  - { name: r, match: { model: m }, targets: [{ model: mini }], guardrails: [pii, inj, json] }
+",
+    );
+    let config = parse(&yaml, ORIGIN).unwrap();
+    assert_eq!(config.routes[0].guardrails, ["pii", "inj", "json"]);
+    match &config.guardrails["inj"] {
+        GuardrailConfig::Injection(inj) => {
+            assert_eq!(inj.action, InjectionAction::Reroute);
+            assert!((inj.threshold - 0.5).abs() < f32::EPSILON);
+        }
+        other => panic!("{other:?}"),
+    }
+    match &config.guardrails["json"] {
+        GuardrailConfig::JsonOutput(json) => assert_eq!(json.on_invalid, OnInvalidJson::Error),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(config.guardrails["pii"], GuardrailConfig::Pii(_)));
+}
+
+#[test]
+fn guardrail_problems_are_located() {
+    check(&with_catalog(
+        "\
+guardrails:
+  pii: # <- guardrails.pii.hash_key: a rule uses `hash`
+    kind: pii
+    actions: { email: hash }
+    custom:
+      - name: Bad Name # <- guardrails.pii.custom[0].name: must be 1 to
+        pattern: 'x'
+  inj:
+    kind: injection
+    threshold: 2 # <- guardrails.inj.threshold: must be above 0 and at most 1
+    action: reroute
+    reroute_to: nowhere # <- guardrails.inj.reroute_to: unknown model 'nowhere'
+routes:
+  - name: r
+    targets: [{ model: mini }]
+    guardrails:
+      - pii
+      - missing # <- routes[0].guardrails[1]: unknown guardrail 'missing'
+      - pii # <- routes[0].guardrails[2]: guardrail 'pii' is listed twice
+",
+    ));
 }

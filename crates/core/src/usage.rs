@@ -19,3 +19,21 @@ impl Usage {
         self.input_tokens + self.output_tokens
     }
 }
+
+impl std::ops::Add for Usage {
+    type Output = Usage;
+
+    /// The usage of two upstream calls made for one request (a retried answer): counts add
+    /// up, and the sum is estimated when either part was.
+    fn add(self, other: Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.saturating_add(other.input_tokens),
+            output_tokens: self.output_tokens.saturating_add(other.output_tokens),
+            cached_input_tokens: self
+                .cached_input_tokens
+                .saturating_add(other.cached_input_tokens),
+            reasoning_tokens: self.reasoning_tokens.saturating_add(other.reasoning_tokens),
+            estimated: self.estimated || other.estimated,
+        }
+    }
+}

@@ -26,6 +26,7 @@ use tollgate_routing::{
 use tollgate_sse::eventstream::{EventStreamDecoder, Message};
 use tollgate_sse::{SseDecoder, SseEvent};
 
+use crate::guardrails::{AnswerRefused, InvalidJson};
 use crate::proxy::{respond_error, retry_after_secs, Gateway, RequestCtx};
 use crate::snapshot::{ProviderWire, Snapshot};
 
@@ -57,6 +58,10 @@ enum Attempt {
     Failed(Failure),
     /// The client went away.
     ClientGone,
+    /// A guardrail refused the answer; nothing reached the client.
+    Refused(GatewayError),
+    /// The answer broke the JSON promise of the request; nothing reached the client.
+    InvalidJson(InvalidJson),
 }
 
 pub struct Exchange<'a> {
@@ -106,6 +111,7 @@ impl Exchange<'_> {
         let mut attempts = Attempts::new(plan);
         let mut last: Option<Failure> = None;
         let mut avoid: Vec<(usize, usize)> = Vec::new();
+        let mut json_retried = false;
         loop {
             // The thread-local RNG must not live across an await point.
             let next = attempts.next(last.as_ref(), &mut rand::rng());
@@ -160,13 +166,7 @@ impl Exchange<'_> {
                 last = Some(Failure::Other);
                 continue;
             };
-            let mut request =
-                build_request(self.ingress, wire, candidate, &endpoint, key.as_ref())?;
-            if let (Some(telemetry), Some(span)) = (&self.gateway.telemetry, &ctx.span) {
-                request.headers.extend(telemetry.propagation_headers(span));
-                ctx.span_info.provider_kind = Some(wire.kind.name());
-                ctx.span_info.upstream_model = Some(candidate.upstream_model.to_string());
-            }
+            let request = self.request_for(ctx, wire, candidate, &endpoint, key.as_ref())?;
             ctx.accounting.provider = Some(candidate.provider.to_string());
             ctx.accounting.endpoint = Some(endpoint_url(&endpoint));
             ctx.accounting.attempts.push(LedgerAttempt {
@@ -178,11 +178,28 @@ impl Exchange<'_> {
             });
             let guard = pool.start(endpoint.index);
             let started = Instant::now();
-            let outcome = self
+            let mut outcome = self
                 .attempt(
                     session, ctx, pool, wire, candidate, &endpoint, request, deadline, started,
                 )
                 .await;
+            if let Attempt::InvalidJson(InvalidJson { retry: true, .. }) = &outcome {
+                if !json_retried {
+                    // Once more from the same model; the broken answer's tokens were spent.
+                    json_retried = true;
+                    ctx.accounting.discarded_usage = ctx.usage.take();
+                    set_outcome(ctx, "invalid_json", Some(200));
+                    let request =
+                        self.request_for(ctx, wire, candidate, &endpoint, key.as_ref())?;
+                    let started = Instant::now();
+                    outcome = self
+                        .attempt(
+                            session, ctx, pool, wire, candidate, &endpoint, request, deadline,
+                            started,
+                        )
+                        .await;
+                }
+            }
             drop(guard);
             let now = Instant::now();
             match outcome {
@@ -200,6 +217,14 @@ impl Exchange<'_> {
                     set_outcome(ctx, "client_gone", None);
                     ctx.error = Some("client_gone");
                     return Ok(());
+                }
+                Attempt::Refused(err) => {
+                    set_outcome(ctx, "refused", Some(200));
+                    return Err(err);
+                }
+                Attempt::InvalidJson(invalid) => {
+                    set_outcome(ctx, "invalid_json", Some(200));
+                    return Err(invalid.error);
                 }
                 Attempt::Rejected { status, body } => {
                     set_outcome(ctx, "rejected", Some(status));
@@ -245,6 +270,24 @@ impl Exchange<'_> {
             }
         }
         Err(exhausted(&attempts, last.as_ref()))
+    }
+
+    /// The upstream request of one attempt, with the trace context when tracing is on.
+    fn request_for(
+        &self,
+        ctx: &mut RequestCtx,
+        wire: &ProviderWire,
+        candidate: &Candidate,
+        endpoint: &EndpointPick,
+        key: Option<&KeyPick>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let mut request = build_request(self.ingress, wire, candidate, endpoint, key)?;
+        if let (Some(telemetry), Some(span)) = (&self.gateway.telemetry, &ctx.span) {
+            request.headers.extend(telemetry.propagation_headers(span));
+            ctx.span_info.provider_kind = Some(wire.kind.name());
+            ctx.span_info.upstream_model = Some(candidate.upstream_model.to_string());
+        }
+        Ok(request)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -340,7 +383,15 @@ impl Exchange<'_> {
             model: &candidate.upstream_model,
         };
         if let (true, Some(framing)) = (self.ingress.stream(), framing) {
-            let translator = StreamTranslator::new(wire.kind, self.ingress, &meta);
+            let translator = match &ctx.answer_guard {
+                Some(guard) => StreamTranslator::filtered(
+                    wire.kind,
+                    self.ingress,
+                    &meta,
+                    guard.stream_filter(),
+                ),
+                None => StreamTranslator::new(wire.kind, self.ingress, &meta),
+            };
             return self
                 .relay_stream(
                     session, ctx, pool, endpoint, upstream, framing, translator, deadline, started,
@@ -370,7 +421,16 @@ impl Exchange<'_> {
             None => self.estimate(&response_text(&translated.body)),
         };
         ctx.usage = Some(usage);
-        let body = Bytes::from(translated.body);
+        let mut body = translated.body;
+        if let Some(guard) = ctx.answer_guard.clone() {
+            match guard.complete_answer(ctx.dialect, &body) {
+                Ok(Some(rewritten)) => body = rewritten,
+                Ok(None) => {}
+                Err(AnswerRefused::Blocked(err)) => return Attempt::Refused(err),
+                Err(AnswerRefused::InvalidJson(invalid)) => return Attempt::InvalidJson(invalid),
+            }
+        }
+        let body = Bytes::from(body);
         let Some(mut header) = response_header(ctx, status, "application/json", Some(body.len()))
         else {
             return Attempt::Failed(Failure::Other);

@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod demo;
 mod forward;
+mod guardrails;
 mod metrics;
 mod proxy;
 mod resolve;

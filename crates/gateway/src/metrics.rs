@@ -28,6 +28,7 @@ pub struct Metrics {
     active_streams: IntGauge,
     circuit_state: IntGaugeVec,
     endpoint_healthy: IntGaugeVec,
+    guardrail_actions: IntCounterVec,
 }
 
 impl Metrics {
@@ -102,6 +103,13 @@ impl Metrics {
                 ),
                 &["provider", "endpoint"],
             )?,
+            guardrail_actions: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_guardrail_actions_total",
+                    "Guardrail actions by guardrail, entity or reason code, action and direction",
+                ),
+                &["guardrail", "entity", "action", "direction"],
+            )?,
         };
         for collector in metrics.collectors() {
             metrics.registry.register(collector)?;
@@ -122,6 +130,7 @@ impl Metrics {
             Box::new(self.active_streams.clone()),
             Box::new(self.circuit_state.clone()),
             Box::new(self.endpoint_healthy.clone()),
+            Box::new(self.guardrail_actions.clone()),
         ]
     }
 
@@ -166,6 +175,16 @@ impl Metrics {
                     .with_label_values(&[done.model, direction])
                     .inc_by(count);
             }
+        }
+    }
+
+    /// Counts what guardrails did to one request. Labels come from the config (guardrail
+    /// names) and fixed code lists, so their cardinality is bounded.
+    pub fn guardrail_actions(&self, actions: &[tollgate_ledger::GuardrailAction]) {
+        for a in actions {
+            self.guardrail_actions
+                .with_label_values(&[&*a.guardrail, &*a.reason, &*a.action, &*a.direction])
+                .inc_by(u64::from(a.count));
         }
     }
 

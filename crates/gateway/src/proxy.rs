@@ -26,6 +26,7 @@ use tollgate_routing::RouteRequest;
 
 use crate::auth::{presented_secret, GatewayKey};
 use crate::forward::Exchange;
+use crate::guardrails::AnswerGuard;
 use crate::metrics::{Metrics, RequestDone};
 use crate::snapshot::Snapshot;
 use crate::tokens::estimate_prompt_tokens;
@@ -83,6 +84,8 @@ pub struct RequestCtx {
     pub first_byte: Option<Instant>,
     /// Served by a candidate after the first (a fallback model).
     pub fallback: bool,
+    /// What the route's guardrails do to the answer.
+    pub answer_guard: Option<Arc<AnswerGuard>>,
 }
 
 #[async_trait]
@@ -108,6 +111,7 @@ impl ProxyHttp for Gateway {
             span_info: SpanInfo::default(),
             first_byte: None,
             fallback: false,
+            answer_guard: None,
         }
     }
 
@@ -162,6 +166,7 @@ impl ProxyHttp for Gateway {
                 },
             );
         }
+        self.metrics.guardrail_actions(&ctx.accounting.guardrails);
         self.metrics.request(&RequestDone {
             route: ctx.route.as_deref().unwrap_or(""),
             model: ctx.model.as_deref().unwrap_or(""),
@@ -179,6 +184,18 @@ impl ProxyHttp for Gateway {
         // The ledger's fields, never prompt or answer text.
         let usage = ctx.usage.unwrap_or_default();
         let acc = &ctx.accounting;
+        let guardrails = (!acc.guardrails.is_empty()).then(|| {
+            acc.guardrails
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{}:{}:{}:{}x{}",
+                        a.guardrail, a.direction, a.action, a.reason, a.count
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        });
         tracing::info!(
             target: "access",
             request_id = %ctx.id,
@@ -195,6 +212,7 @@ impl ProxyHttp for Gateway {
             fallback = ctx.fallback,
             stream = ctx.stream,
             error = ctx.error,
+            guardrails,
             input_tokens = usage.input_tokens,
             output_tokens = usage.output_tokens,
             cached_input_tokens = usage.cached_input_tokens,
@@ -257,7 +275,7 @@ impl Gateway {
             Endpoint::Embeddings => Operation::Embeddings,
             _ => Operation::ChatCompletions,
         };
-        let parsed = IngressRequest::parse(ctx.dialect, op, &body)?;
+        let mut parsed = IngressRequest::parse(ctx.dialect, op, &body)?;
         drop(body);
         ctx.accounting.requested_model = Some(parsed.model().to_owned());
         ctx.accounting.team = key.team.clone();
@@ -282,7 +300,7 @@ impl Gateway {
         let estimated_prompt_tokens = estimate_prompt_tokens(&prompt, snap.min_context_window);
         drop(prompt);
 
-        let plan = snap.router.plan(
+        let mut plan = snap.router.plan(
             &RouteRequest {
                 model: parsed.model(),
                 key: key.scope(),
@@ -295,6 +313,28 @@ impl Gateway {
             &mut rand::rng(),
         )?;
         ctx.route = Some(plan.route.clone());
+
+        if let Some(guards) = snap.guardrails.for_route(&plan.route) {
+            let tenant = key.team.as_deref().unwrap_or(&key.name);
+            let verdict =
+                guards.check_request(&mut parsed, tenant, &mut ctx.accounting.guardrails)?;
+            if let Some(model) = verdict.reroute {
+                plan = snap.router.plan(
+                    &RouteRequest {
+                        model: &model,
+                        key: key.scope(),
+                        headers: &session.req_header().headers,
+                        metadata: parsed.metadata(),
+                        estimated_prompt_tokens,
+                    },
+                    &snap.upstreams,
+                    Instant::now(),
+                    &mut rand::rng(),
+                )?;
+                ctx.route = Some(plan.route.clone());
+            }
+            ctx.answer_guard = verdict.answer.map(Arc::new);
+        }
 
         Exchange {
             gateway: self,

@@ -10,6 +10,7 @@ use tollgate_providers::{AwsCredentials, ProviderKind};
 use tollgate_routing::{Router, Upstreams};
 
 use crate::auth::KeyStore;
+use crate::guardrails::Guardrails;
 
 pub struct Snapshot {
     pub config: Config,
@@ -23,6 +24,7 @@ pub struct Snapshot {
     /// The smallest context window in the catalog: prompts of at most this many bytes fit
     /// every model, so they need no exact token count.
     pub min_context_window: u64,
+    pub guardrails: Guardrails,
 }
 
 impl Snapshot {
@@ -31,6 +33,7 @@ impl Snapshot {
         let upstreams = Arc::new(Upstreams::from_config(&config).map_err(|e| e.to_string())?);
         let keys = KeyStore::from_config(&config.keys)?;
         let prices = PriceTable::from_config(&config).map_err(|e| e.to_string())?;
+        let guardrails = Guardrails::from_config(&config)?;
         let providers = config
             .providers
             .iter()
@@ -50,6 +53,7 @@ impl Snapshot {
             prices,
             providers,
             min_context_window,
+            guardrails,
         })
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 use tollgate_core::Usage;
-use tollgate_ledger::{Attempt, CacheStatus, Decimal, UsageRecord};
+use tollgate_ledger::{Attempt, CacheStatus, Decimal, GuardrailAction, UsageRecord};
 
 use crate::proxy::{Gateway, RequestCtx};
 use crate::snapshot::Snapshot;
@@ -31,6 +31,11 @@ pub struct Accounting {
     pub cost: Decimal,
     /// The record was written (and made durable) already.
     pub recorded: bool,
+    /// What guardrails did to the request and its answer.
+    pub guardrails: Vec<GuardrailAction>,
+    /// Usage of an earlier answer to this request that was thrown away (a JSON answer
+    /// retried): still spent, so still billed.
+    pub discarded_usage: Option<Usage>,
     pub time_ms: i64,
 }
 
@@ -54,6 +59,12 @@ impl Gateway {
             return;
         }
         ctx.accounting.recorded = true;
+        if let Some(guard) = &ctx.answer_guard {
+            guard.drain_audit(&mut ctx.accounting.guardrails);
+        }
+        if let Some(discarded) = ctx.accounting.discarded_usage.take() {
+            ctx.usage = Some(ctx.usage.unwrap_or_default() + discarded);
+        }
         let usage = ctx.usage.unwrap_or_default();
         if let Some(model) = ctx.model.as_deref() {
             ctx.accounting.cost = snap.prices.cost(model, &usage).unwrap_or(Decimal::ZERO);
@@ -94,7 +105,7 @@ impl Gateway {
                 .first_byte
                 .map(|t| t.saturating_duration_since(ctx.started).as_millis() as u64),
             cache: CacheStatus::Off,
-            guardrails: Vec::new(),
+            guardrails: acc.guardrails.clone(),
         }
     }
 }

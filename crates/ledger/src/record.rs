@@ -102,6 +102,16 @@ impl CacheStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuardrailAction {
     pub guardrail: String,
-    /// `mask`, `block`, `flag`, …
+    /// `mask`, `hash`, `pseudonymize`, `block`, `flag`, `reroute`, `retry`.
     pub action: String,
+    /// Why, as a stable code: `pii_email`, `secret`, `prompt_injection`,
+    /// `invalid_json_output`… Never the detected value itself.
+    #[serde(default)]
+    pub reason: String,
+    /// `request` or `response`.
+    #[serde(default)]
+    pub direction: String,
+    /// How many times it applied in that direction.
+    #[serde(default)]
+    pub count: u32,
 }

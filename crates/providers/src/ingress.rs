@@ -101,6 +101,15 @@ impl IngressRequest {
         }
     }
 
+    /// What the client's `response_format` promises the answer will be, if JSON.
+    /// Anthropic's Messages API has no such field.
+    pub fn json_promise(&self) -> Option<crate::openai::JsonPromise<'_>> {
+        match self {
+            Self::Chat(r) => r.json_promise(),
+            Self::Embeddings(_) | Self::Messages(_) => None,
+        }
+    }
+
     /// The chat request in canonical form, for a provider of another dialect.
     pub fn to_canonical(&self) -> Result<canonical::Request, ProviderError> {
         match self {

@@ -41,6 +41,7 @@ mod config;
 mod detect;
 pub mod injection;
 mod normalize;
+pub mod output;
 mod patterns;
 mod pseudonym;
 mod redact;

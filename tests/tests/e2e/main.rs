@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod failover;
+mod guardrails;
 mod large;
 mod ledger;
 mod prometheus;

@@ -48,6 +48,9 @@ pub(crate) fn record(id: &str, n: i64) -> UsageRecord {
         guardrails: vec![GuardrailAction {
             guardrail: "pii".to_owned(),
             action: "mask".to_owned(),
+            reason: "pii_email".to_owned(),
+            direction: "request".to_owned(),
+            count: 1,
         }],
     }
 }

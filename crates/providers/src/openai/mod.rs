@@ -140,6 +140,29 @@ impl ChatRequest {
     pub(crate) fn body_mut(&mut self) -> &mut Map<String, Value> {
         &mut self.body
     }
+
+    /// What `response_format` promises the answer will be, if JSON.
+    pub fn json_promise(&self) -> Option<JsonPromise<'_>> {
+        let format = self.body.get("response_format")?;
+        match format.get("type").and_then(Value::as_str)? {
+            "json_object" => Some(JsonPromise::Object),
+            "json_schema" => Some(
+                format
+                    .pointer("/json_schema/schema")
+                    .map_or(JsonPromise::Object, JsonPromise::Schema),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// The JSON a client asked for with `response_format`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum JsonPromise<'a> {
+    /// Any JSON object (`json_object`).
+    Object,
+    /// A value of this JSON Schema (`json_schema`).
+    Schema(&'a Value),
 }
 
 // === impl EmbeddingsRequest ===
