@@ -152,6 +152,13 @@ pub struct RequestKey {
 /// and `request` its canonical form (`IngressRequest::to_canonical`); the body is read
 /// only for its top-level field names and the values of fields the canonical form lacks.
 ///
+/// Hashed: the scope; system prompts; messages (tool-call ids by order of appearance);
+/// tools, `tool_choice`, `parallel_tool_calls`, `max_tokens`, `temperature`, `top_p`,
+/// `top_k`, `stop`, `seed`, `response_format`; and every other top-level body field
+/// (`frequency_penalty`, `logit_bias`, `thinking`, …) with the dialect's name. Left out:
+/// `stream`, `stream_options`, `user`, `metadata` and the client's `model` name. The same
+/// conversation through the OpenAI and the Anthropic ingress has the same key.
+///
 /// Cost: one pass over the body to find its top-level fields (nothing is allocated for
 /// known fields) and one SHA-256 over the canonical request, both linear in its size.
 pub fn request_key(

@@ -1,8 +1,8 @@
 //! Tollgate's response cache: exact and semantic, stream-aware, tenant-scoped.
 //!
 //! - [`request_key`] makes a request's exact [`CacheKey`] (tenant, route, model and every
-//!   field that changes the answer; see [`key`](crate::request_key) for what is in and
-//!   out) and its [`SemanticScope`]; one conversation has one key through either ingress.
+//!   field that changes the answer; its docs say what is in and out) and its
+//!   [`SemanticScope`]; one conversation has one key through either ingress.
 //! - [`CacheEntry`] is a stored answer, made from a complete response
 //!   ([`CacheEntry::from_response`]) or a stream that ended well ([`StreamRecorder`]). It
 //!   keeps the usage and cost it saved, and replays as the client's body
