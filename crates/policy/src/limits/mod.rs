@@ -93,8 +93,8 @@ pub struct Rejection {
     /// When trying again can succeed; `None` when it cannot (a request larger than a
     /// minute's tokens, a key past its `max_requests`).
     pub retry_after: Option<Duration>,
-    /// Whether the request waited in a queue first (and the wait ran out or the queue was
-    /// full).
+    /// Whether a `queue` limit turned the request away: its queue was full, or the
+    /// request could not be admitted within `queue.max_wait`.
     pub queued: bool,
     pub rate: RateHeaders,
 }
@@ -291,15 +291,14 @@ impl Limiter {
             let hopeless = |p: &Planned, o: &Outcome| {
                 o.retry_after.is_none() && p.kind != LimitKind::Concurrency
             };
-            let queued = ticket.is_some();
-            let reject = |p: &Planned, o: &Outcome| {
+            let reject = |p: &Planned, o: &Outcome, queued: bool| {
                 Ok(Admission::Rejected(self.rejection(p, o, rate, queued)))
             };
             if let Some((p, o)) = refused
                 .iter()
                 .find(|(p, o)| action(p) == OnExceed::Reject || hopeless(p, o))
             {
-                return reject(p, o);
+                return reject(p, o, false);
             }
             if let Some((p, o)) = refused
                 .iter()
@@ -311,37 +310,41 @@ impl Limiter {
                     .unwrap_or_default();
                 downgrades += 1;
                 if downgrades > MAX_DOWNGRADES || to.is_empty() {
-                    return reject(p, o);
+                    return reject(p, o, false);
                 }
                 subject.model.clone_from(&to);
                 model = Some(to);
                 ticket = None;
                 continue;
             }
-            // Every refusing limit queues: wait in the first one's queue.
+            // Every refusing limit queues: wait in the first one's queue, unless the
+            // counter cannot have room before the queue's deadline.
             let Some((p, o)) = refused.first() else {
                 continue;
             };
             let Some(index) = p.limit else {
-                return reject(p, o);
+                return reject(p, o, false);
             };
-            if ticket.is_none() {
-                let key = p.check.key().to_owned();
-                match self.wait_turn(&subject, &key, index).await {
-                    Some(entered) => ticket = Some(entered),
-                    None => return reject(p, o),
-                }
-            }
-            let Some((_, _, deadline)) = &ticket else {
-                continue;
-            };
-            let now = Instant::now();
             let wait = match (p.kind, o.retry_after) {
                 (LimitKind::Concurrency, _) | (_, None) => CONCURRENCY_POLL,
                 (_, Some(wait)) => wait,
             };
-            if now + wait > *deadline {
-                return reject(p, o);
+            let max_wait = self.limits[index].queue.unwrap_or_default().max_wait;
+            let deadline = match &ticket {
+                Some((_, _, deadline)) => *deadline,
+                None => Instant::now() + max_wait,
+            };
+            if Instant::now() + wait > deadline {
+                return reject(p, o, true);
+            }
+            if ticket.is_none() {
+                let key = p.check.key().to_owned();
+                match self.wait_turn(&subject, &key, index).await {
+                    Some(entered) => ticket = Some(entered),
+                    None => return reject(p, o, true),
+                }
+                // The turn may have taken a while: look at the counter again first.
+                continue;
             }
             if p.kind == LimitKind::Concurrency {
                 let released = self.released.notified();

@@ -52,7 +52,9 @@ impl FairQueue {
             waiting.head = Some(id);
             let _ = tell.send(());
         } else {
-            if waiting.len >= self.max_depth {
+            // The head waits too: it counts towards the depth.
+            let depth = waiting.len + usize::from(waiting.head.is_some());
+            if depth >= self.max_depth {
                 return None;
             }
             waiting.len += 1;
@@ -165,7 +167,7 @@ mod tests {
 
     #[tokio::test]
     async fn depth_is_bounded_and_leaving_frees_a_place() {
-        let queue = FairQueue::new(1);
+        let queue = FairQueue::new(2);
         let _head = queue.enter("a").unwrap();
         let waiter = queue.enter("b").unwrap();
         assert!(queue.enter("c").is_none());

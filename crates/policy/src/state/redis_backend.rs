@@ -268,21 +268,35 @@ impl RedisBackend {
             }
             (counts, std::mem::take(&mut pending.conc))
         };
-        for chunk in counts.chunks(MAX_KEYS_PER_SCRIPT) {
-            let mut call = self.scripts.giveback.prepare_invoke();
-            call.arg(&self.node_id);
-            for (key, count) in chunk {
-                call.key(key).arg("h").arg(*count).arg(0).arg(0);
-            }
-            if let Err(err) = call.invoke_async::<i64>(conn).await {
-                let mut pending = self.pending.lock();
-                for (key, delta) in replaced {
-                    pending.add_conc(key, delta);
+        // Liveness first: other nodes drop the slots of nodes without it.
+        let alive = redis::cmd("SET")
+            .arg(self.node_key())
+            .arg(1)
+            .arg("PX")
+            .arg(NODE_TTL.as_millis() as u64)
+            .query_async::<()>(conn)
+            .await;
+        let written = async {
+            alive?;
+            for chunk in counts.chunks(MAX_KEYS_PER_SCRIPT) {
+                let mut call = self.scripts.giveback.prepare_invoke();
+                call.arg(&self.node_id);
+                for (key, count) in chunk {
+                    call.key(key).arg("h").arg(*count).arg(0).arg(0);
                 }
-                return Err(err);
+                call.invoke_async::<i64>(conn).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if written.is_err() {
+            // Not reconciled: keep the changes for the next attempt.
+            let mut pending = self.pending.lock();
+            for (key, delta) in replaced {
+                pending.add_conc(key, delta);
             }
         }
-        Ok(())
+        written
     }
 
     fn fallback<T>(&self, local: impl FnOnce() -> T) -> Result<T, PolicyError> {
