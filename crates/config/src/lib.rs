@@ -20,6 +20,7 @@ mod load;
 mod locate;
 mod model;
 mod path;
+mod pem;
 mod validate;
 
 pub use endpoint::{parse_endpoint, Endpoint};
@@ -32,3 +33,4 @@ pub use keyhash::hash_key;
 pub use load::{load, parse, MAX_CONFIG_BYTES};
 pub use model::*;
 pub use path::{KeyPath, PathSegment};
+pub use pem::{load_certs, load_key, read_pem_file, MAX_PEM_BYTES};

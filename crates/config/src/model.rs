@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::{self, SeqAccess, Visitor};
@@ -101,13 +102,15 @@ fn default_spool_dir() -> std::path::PathBuf {
     "data/spool".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Client-facing listeners. Default `["0.0.0.0:8080"]`.
+    /// Client-facing plain-HTTP listeners. Default `["0.0.0.0:8080"]`; `[]` when only TLS
+    /// listeners (`tls.listen`) serve clients.
     #[serde(default = "default_listen")]
     pub listen: Vec<String>,
-    /// Admin listener for `/healthz`, `/admin/*`. Default `127.0.0.1:9090`; `null` disables.
+    /// Admin listener for `/healthz`, `/readyz`, `/metrics`, `/admin/*`. Default
+    /// `127.0.0.1:9090`; `null` disables.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: Option<String>,
     /// Worker threads of the proxy service. Default: the number of CPU cores.
@@ -117,6 +120,34 @@ pub struct ServerConfig {
     /// request. Default 32 MiB.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// TLS termination with rustls; no TLS listener when absent.
+    #[serde(default)]
+    pub tls: Option<TlsListenConfig>,
+    /// Accept HTTP/2 without TLS (prior knowledge, "h2c") on `listen`. Default false.
+    #[serde(default)]
+    pub h2c: bool,
+    /// Downstream (client) connection settings.
+    #[serde(default)]
+    pub client: ClientConnConfig,
+    /// Upstream (provider) connection settings.
+    #[serde(default)]
+    pub upstream: UpstreamConnConfig,
+    /// After SIGTERM or an upgrade hand-over, the longest time requests in flight may take
+    /// to finish; the process exits as soon as none is left. Default 300s.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// After the grace period, how long the runtimes get to stop before the process
+    /// exits. Default 5s.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Unix socket over which a process started with `tollgate run --upgrade` receives
+    /// the listening sockets of the running one (which hands them over on SIGQUIT).
+    /// Default `/tmp/tollgate-upgrade.sock`.
+    #[serde(default = "default_upgrade_sock")]
+    pub upgrade_sock: PathBuf,
+    /// File the process writes its pid to once it serves; none when absent.
+    #[serde(default)]
+    pub pid_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -126,6 +157,14 @@ impl Default for ServerConfig {
             admin_listen: default_admin_listen(),
             threads: None,
             max_body_bytes: default_max_body_bytes(),
+            tls: None,
+            h2c: false,
+            client: ClientConnConfig::default(),
+            upstream: UpstreamConnConfig::default(),
+            shutdown_grace: default_shutdown_grace(),
+            shutdown_timeout: default_shutdown_timeout(),
+            upgrade_sock: default_upgrade_sock(),
+            pid_file: None,
         }
     }
 }
@@ -140,6 +179,156 @@ fn default_admin_listen() -> Option<String> {
 
 fn default_max_body_bytes() -> usize {
     32 * 1024 * 1024
+}
+
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_upgrade_sock() -> PathBuf {
+    "/tmp/tollgate-upgrade.sock".into()
+}
+
+/// TLS listeners. Certificates are PEM files (the leaf first, then intermediates); keys
+/// are PEM PKCS#8, PKCS#1 or SEC1. TLS 1.2 and 1.3 are offered.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenConfig {
+    /// Addresses served with TLS, e.g. `["0.0.0.0:8443"]`.
+    pub listen: Vec<String>,
+    /// The certificate chain served when no `sni` entry matches the name the client asks
+    /// for (or it sends none). Required unless `sni` is given.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The key of `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Certificates chosen by the server name (SNI) the client sends; the first entry
+    /// naming it wins. `*.example.com` matches one label.
+    #[serde(default)]
+    pub sni: Vec<SniCertConfig>,
+    /// CA bundle (PEM) that client certificates must chain to; every client must then
+    /// present one. No client authentication when absent.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Offer HTTP/2 by ALPN (`h2`, then `http/1.1`). Default true.
+    #[serde(default = "default_true")]
+    pub http2: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One certificate served for the listed server names.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCertConfig {
+    /// DNS names, e.g. `[api.example.com, "*.internal.example.com"]`.
+    pub names: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Settings of the connections clients open to the gateway.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConnConfig {
+    /// Read buffer per client connection, in bytes. Default 65536 (Pingora's); a smaller
+    /// one saves memory with many idle streaming clients at the cost of more reads for
+    /// large request bodies.
+    #[serde(default = "default_read_buffer")]
+    pub read_buffer: usize,
+    /// Requests served on one HTTP/1.1 connection before it is closed; no limit when absent.
+    #[serde(default)]
+    pub keepalive_requests: Option<u32>,
+    /// TCP keep-alive probes on client connections, so connections of vanished clients
+    /// are closed; off when absent.
+    #[serde(default)]
+    pub tcp_keepalive: Option<TcpKeepaliveConfig>,
+    /// Concurrent streams per HTTP/2 client connection. Default 100.
+    #[serde(default = "default_h2_max_streams")]
+    pub h2_max_streams: u32,
+    /// Close an HTTP/2 client connection idle this long; never when absent.
+    #[serde(default, with = "humantime_serde")]
+    pub h2_idle_timeout: Option<Duration>,
+}
+
+impl Default for ClientConnConfig {
+    fn default() -> Self {
+        Self {
+            read_buffer: default_read_buffer(),
+            keepalive_requests: None,
+            tcp_keepalive: None,
+            h2_max_streams: default_h2_max_streams(),
+            h2_idle_timeout: None,
+        }
+    }
+}
+
+fn default_read_buffer() -> usize {
+    64 * 1024
+}
+
+fn default_h2_max_streams() -> u32 {
+    100
+}
+
+/// TCP keep-alive: after `idle` without traffic, a probe every `interval`; `count`
+/// unanswered probes close the connection.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpKeepaliveConfig {
+    /// Default 60s.
+    #[serde(default = "default_keepalive_idle", with = "humantime_serde")]
+    pub idle: Duration,
+    /// Default 10s.
+    #[serde(default = "default_keepalive_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Default 6.
+    #[serde(default = "default_keepalive_count")]
+    pub count: usize,
+}
+
+fn default_keepalive_idle() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_keepalive_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_keepalive_count() -> usize {
+    6
+}
+
+/// Settings of the connections the gateway opens to providers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConnConfig {
+    /// Idle upstream connections kept for reuse, in total. Default 128 per worker thread.
+    #[serde(default)]
+    pub keepalive_pool: Option<usize>,
+    /// How long an idle pooled upstream connection is kept. Default 60s.
+    #[serde(default = "default_upstream_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for UpstreamConnConfig {
+    fn default() -> Self {
+        Self {
+            keepalive_pool: None,
+            idle_timeout: default_upstream_idle(),
+        }
+    }
+}
+
+fn default_upstream_idle() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// The wire dialect a provider speaks.
@@ -158,7 +347,7 @@ pub enum ProviderKind {
     Bedrock,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
@@ -187,10 +376,35 @@ pub struct ProviderConfig {
     /// `bedrock`: credentials for SigV4 signing.
     #[serde(default)]
     pub aws: Option<AwsConfig>,
+    /// How `https` endpoints are verified and authenticated. Default: the server's
+    /// certificate must chain to the system's roots; no client certificate.
+    #[serde(default)]
+    pub tls: Option<ProviderTlsConfig>,
+}
+
+/// TLS towards one provider's `https` endpoints (and their health checks).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderTlsConfig {
+    /// CA bundle (PEM) the endpoints' certificates must chain to, instead of the system
+    /// roots (a private CA, a self-hosted model server).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) presented to the provider (mutual TLS); needs
+    /// `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// The key of `client_cert` (PEM).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Name sent as SNI and checked against the certificate, instead of the endpoint's
+    /// host (an endpoint given by IP address whose certificate names a host).
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 /// AWS credentials for Bedrock; write them as `${AWS_ACCESS_KEY_ID}` etc.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AwsConfig {
     pub access_key_id: String,
@@ -213,7 +427,7 @@ impl std::fmt::Debug for AwsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// Path requested with GET. Default `/v1/models`.
@@ -240,7 +454,7 @@ fn default_expected_status() -> u16 {
 }
 
 /// Passive circuit breaker per endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
     /// Consecutive failures (connect errors, timeouts, 5xx) that open the circuit. Default 5.

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::endpoint::parse_endpoint;
@@ -10,10 +11,11 @@ use crate::error::Problem;
 use crate::guardrails::{GuardrailConfig, InjectionAction};
 use crate::keyhash::is_key_hash;
 use crate::model::{
-    Config, LedgerSink, ModelConfig, ModelMode, ProviderConfig, ProviderKind, RouteConfig,
-    ServerConfig, Strategy,
+    Config, LedgerSink, ModelConfig, ModelMode, ProviderConfig, ProviderKind, ProviderTlsConfig,
+    RouteConfig, ServerConfig, Strategy, TlsListenConfig,
 };
 use crate::path::KeyPath;
+use crate::pem::{load_certs, load_key};
 
 /// The most names a "known: …" hint lists before it abbreviates.
 const MAX_NAMES_SHOWN: usize = 10;
@@ -23,6 +25,14 @@ const MAX_ATTEMPTS: u32 = 10;
 
 /// Smallest `server.max_body_bytes`; less cannot hold a chat request.
 const MIN_BODY_BYTES: usize = 1024;
+
+/// Bounds of `server.client.read_buffer`: below 1 KiB a request head takes many reads;
+/// above 16 MiB one connection could hold a large share of a pod's memory.
+const MIN_READ_BUFFER: usize = 1024;
+const MAX_READ_BUFFER: usize = 16 * 1024 * 1024;
+
+/// Longest Unix socket path Linux accepts (`sun_path` is 108 bytes with the NUL).
+const MAX_UNIX_SOCKET_PATH: usize = 107;
 
 /// Headers that frame or route the upstream request; the gateway sets them itself, and a
 /// configured value could desynchronise the connection.
@@ -96,15 +106,26 @@ impl Checker<'_> {
 
     fn server(&mut self, server: &ServerConfig) {
         let base = KeyPath::root().key("server");
-        if server.listen.is_empty() {
+        let tls_listen = server.tls.as_ref().map_or(&[][..], |t| &t.listen[..]);
+        if server.listen.is_empty() && tls_listen.is_empty() {
             self.report(
                 base.clone().key("listen"),
-                "at least one address is required",
+                "at least one address is required (here or in server.tls.listen)",
             );
         }
-        let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
-        for (i, text) in server.listen.iter().enumerate() {
-            let path = base.clone().key("listen").index(i);
+        let mut seen: HashMap<SocketAddr, String> = HashMap::new();
+        let listeners = server
+            .listen
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (base.clone().key("listen").index(i), a))
+            .chain(
+                tls_listen
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (base.clone().key("tls").key("listen").index(i), a)),
+            );
+        for (path, text) in listeners {
             let Some(addr) = self.socket_addr(path.clone(), text) else {
                 continue;
             };
@@ -112,16 +133,22 @@ impl Checker<'_> {
             if addr.port() == 0 {
                 continue;
             }
-            let first = *seen.entry(addr).or_insert(i);
-            if first != i {
-                self.report(path, format!("duplicate of server.listen[{first}]"));
+            match seen.get(&addr) {
+                Some(first) => {
+                    let first = first.clone();
+                    self.report(path, format!("duplicate of {first}"));
+                }
+                None => {
+                    seen.insert(addr, path.to_string());
+                }
             }
         }
         if let Some(admin) = &server.admin_listen {
             let path = base.clone().key("admin_listen");
             if let Some(addr) = self.socket_addr(path.clone(), admin) {
-                if let Some(i) = seen.get(&addr) {
-                    self.report(path, format!("same address as server.listen[{i}]"));
+                if let Some(other) = seen.get(&addr) {
+                    let other = other.clone();
+                    self.report(path, format!("same address as {other}"));
                 }
             }
         }
@@ -130,12 +157,127 @@ impl Checker<'_> {
         }
         if server.max_body_bytes < MIN_BODY_BYTES {
             self.report(
-                base.key("max_body_bytes"),
+                base.clone().key("max_body_bytes"),
                 format!(
                     "{} is below the minimum of {MIN_BODY_BYTES} bytes",
                     server.max_body_bytes
                 ),
             );
+        }
+        if let Some(tls) = &server.tls {
+            self.listener_tls(base.clone().key("tls"), tls);
+        }
+        self.connections(&base, server);
+        let sock = server.upgrade_sock.as_os_str().len();
+        if sock == 0 || sock > MAX_UNIX_SOCKET_PATH {
+            self.report(
+                base.key("upgrade_sock"),
+                format!("a Unix socket path needs 1 to {MAX_UNIX_SOCKET_PATH} bytes"),
+            );
+        }
+    }
+
+    fn connections(&mut self, base: &KeyPath, server: &ServerConfig) {
+        let client = base.clone().key("client");
+        if !(MIN_READ_BUFFER..=MAX_READ_BUFFER).contains(&server.client.read_buffer) {
+            self.report(
+                client.clone().key("read_buffer"),
+                format!("must be {MIN_READ_BUFFER} to {MAX_READ_BUFFER} bytes"),
+            );
+        }
+        if server.client.keepalive_requests == Some(0) {
+            self.report(
+                client.clone().key("keepalive_requests"),
+                "must be at least 1 (leave it out for no limit)",
+            );
+        }
+        if server.client.h2_max_streams == 0 {
+            self.report(client.clone().key("h2_max_streams"), "must be at least 1");
+        }
+        if server.client.h2_idle_timeout.is_some_and(|d| d.is_zero()) {
+            self.report(
+                client.clone().key("h2_idle_timeout"),
+                "must be above 0 (leave it out to never close idle connections)",
+            );
+        }
+        if let Some(ka) = &server.client.tcp_keepalive {
+            let path = client.key("tcp_keepalive");
+            if ka.idle.is_zero() {
+                self.report(path.clone().key("idle"), "must be above 0");
+            }
+            if ka.interval.is_zero() {
+                self.report(path.clone().key("interval"), "must be above 0");
+            }
+            if ka.count == 0 {
+                self.report(path.key("count"), "must be at least 1");
+            }
+        }
+        if server.upstream.idle_timeout.is_zero() {
+            self.report(
+                base.clone().key("upstream").key("idle_timeout"),
+                "must be above 0",
+            );
+        }
+    }
+
+    fn listener_tls(&mut self, base: KeyPath, tls: &TlsListenConfig) {
+        if tls.listen.is_empty() {
+            self.report(
+                base.clone().key("listen"),
+                "at least one address is required",
+            );
+        }
+        match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => {
+                self.cert_and_key(base.clone().key("cert"), cert, base.clone().key("key"), key)
+            }
+            (Some(_), None) => self.report(base.clone().key("cert"), "needs key as well"),
+            (None, Some(_)) => self.report(base.clone().key("key"), "needs cert as well"),
+            (None, None) if tls.sni.is_empty() => self.report(
+                base.clone(),
+                "needs a default certificate (cert and key) or sni entries",
+            ),
+            (None, None) => {}
+        }
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for (i, entry) in tls.sni.iter().enumerate() {
+            let path = base.clone().key("sni").index(i);
+            if entry.names.is_empty() {
+                self.report(path.clone().key("names"), "at least one name is required");
+            }
+            for (j, name) in entry.names.iter().enumerate() {
+                let name_path = path.clone().key("names").index(j);
+                let lower = name.to_ascii_lowercase();
+                let bare = lower.strip_prefix("*.").unwrap_or(&lower);
+                if !is_dns_name(bare) {
+                    self.report(
+                        name_path,
+                        format!("'{name}' is not a DNS name (a '*.' prefix is allowed)"),
+                    );
+                } else if let Some(first) = names.insert(lower, i) {
+                    self.report(name_path, format!("also named by sni[{first}]"));
+                }
+            }
+            self.cert_and_key(
+                path.clone().key("cert"),
+                &entry.cert,
+                path.key("key"),
+                &entry.key,
+            );
+        }
+        if let Some(ca) = &tls.client_ca {
+            if let Err(why) = load_certs(ca) {
+                self.report(base.key("client_ca"), why);
+            }
+        }
+    }
+
+    fn cert_and_key(&mut self, cert_path: KeyPath, cert: &Path, key_path: KeyPath, key: &Path) {
+        if let Err(why) = load_certs(cert) {
+            self.report(cert_path, why);
+        }
+        if let Err(why) = load_key(key) {
+            self.report(key_path, why);
         }
     }
 
@@ -267,12 +409,54 @@ impl Checker<'_> {
                 "only azure_openai and anthropic providers take an api_version",
             );
         }
-        let breaker = base.key("circuit_breaker");
+        let breaker = base.clone().key("circuit_breaker");
         if provider.circuit_breaker.failures == 0 {
             self.report(breaker.clone().key("failures"), "must be at least 1");
         }
         if provider.circuit_breaker.cooldown.is_zero() {
             self.report(breaker.key("cooldown"), "must be above 0");
+        }
+        if let Some(tls) = &provider.tls {
+            self.provider_tls(base.key("tls"), provider, tls);
+        }
+    }
+
+    fn provider_tls(&mut self, base: KeyPath, provider: &ProviderConfig, tls: &ProviderTlsConfig) {
+        let https = provider
+            .endpoints
+            .iter()
+            .any(|url| parse_endpoint(url).is_ok_and(|e| e.tls));
+        if !https {
+            self.report(base.clone(), "no endpoint of this provider uses https");
+        }
+        if let Some(ca) = &tls.ca {
+            if let Err(why) = load_certs(ca) {
+                self.report(base.clone().key("ca"), why);
+            }
+        }
+        match (&tls.client_cert, &tls.client_key) {
+            (Some(cert), Some(key)) => self.cert_and_key(
+                base.clone().key("client_cert"),
+                cert,
+                base.clone().key("client_key"),
+                key,
+            ),
+            (Some(_), None) => {
+                self.report(base.clone().key("client_cert"), "needs client_key as well")
+            }
+            (None, Some(_)) => {
+                self.report(base.clone().key("client_key"), "needs client_cert as well")
+            }
+            (None, None) => {}
+        }
+        if let Some(name) = &tls.server_name {
+            if !is_dns_name(&name.to_ascii_lowercase()) && name.parse::<std::net::IpAddr>().is_err()
+            {
+                self.report(
+                    base.key("server_name"),
+                    format!("'{name}' is not a DNS name or IP address"),
+                );
+            }
         }
     }
 
@@ -579,6 +763,22 @@ impl Checker<'_> {
 }
 
 /// An HTTP token (RFC 9110), the syntax of a header name.
+/// A host name of letters, digits and hyphens in dot-separated labels of 1 to 63
+/// characters, at most 253 in all (RFC 1123); lowercase expected.
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
 fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name

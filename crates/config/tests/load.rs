@@ -772,3 +772,135 @@ routes:
 ",
     ));
 }
+
+// === server: TLS, connections, shutdown and upgrade ===
+
+/// A directory with a certificate and key made for the test, and a file that is not PEM.
+struct PemDir(PathBuf);
+
+#[allow(clippy::unwrap_used)]
+impl PemDir {
+    fn new(tag: &str) -> PemDir {
+        let dir =
+            std::env::temp_dir().join(format!("tollgate-config-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["api.example.com".to_owned()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("junk.pem"), "not a certificate\n").unwrap();
+        PemDir(dir)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+impl Drop for PemDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn server_edge_settings_have_documented_defaults() {
+    let server = parse("", ORIGIN).unwrap().server;
+    assert!(server.tls.is_none());
+    assert!(!server.h2c);
+    assert_eq!(server.shutdown_grace, std::time::Duration::from_secs(300));
+    assert_eq!(server.shutdown_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(
+        server.upgrade_sock,
+        PathBuf::from("/tmp/tollgate-upgrade.sock")
+    );
+    assert_eq!(server.pid_file, None);
+    assert_eq!(server.client.read_buffer, 65536);
+    assert_eq!(server.client.keepalive_requests, None);
+    assert_eq!(server.client.h2_max_streams, 100);
+    assert_eq!(server.client.tcp_keepalive, None);
+    assert_eq!(server.upstream.keepalive_pool, None);
+    assert_eq!(
+        server.upstream.idle_timeout,
+        std::time::Duration::from_secs(60)
+    );
+}
+
+#[test]
+fn tls_listeners_and_provider_tls_load() {
+    let pem = PemDir::new("ok");
+    let yaml = format!(
+        "\
+server:
+  listen: []
+  tls:
+    listen: [\"127.0.0.1:8443\"]
+    cert: {cert}
+    key: {key}
+    sni: [{{ names: [api.example.com, \"*.internal.example.com\"], cert: {cert}, key: {key} }}]
+    client_ca: {cert}
+  client: {{ tcp_keepalive: {{ idle: 30s }} }}
+providers:
+  private:
+    kind: openai
+    endpoints: [\"https://10.0.0.7:8443\"]
+    tls: {{ ca: {cert}, client_cert: {cert}, client_key: {key}, server_name: models.internal }}
+",
+        cert = pem.path("cert.pem"),
+        key = pem.path("key.pem"),
+    );
+    let config = parse(&yaml, ORIGIN).unwrap();
+    let tls = config.server.tls.unwrap();
+    assert!(tls.http2, "HTTP/2 is offered by default");
+    assert_eq!(tls.sni[0].names.len(), 2);
+    let keepalive = config.server.client.tcp_keepalive.unwrap();
+    assert_eq!(keepalive.interval, std::time::Duration::from_secs(10));
+    let provider_tls = config.providers["private"].tls.clone().unwrap();
+    assert_eq!(provider_tls.server_name.as_deref(), Some("models.internal"));
+}
+
+#[test]
+fn tls_and_connection_problems_are_located() {
+    let pem = PemDir::new("bad");
+    let (cert, key, junk) = (
+        pem.path("cert.pem"),
+        pem.path("key.pem"),
+        pem.path("junk.pem"),
+    );
+    let missing = pem.path("missing.pem");
+    check(&format!(
+        "\
+server:
+  listen: []
+  tls:
+    listen: [\"127.0.0.1:8443\", \"127.0.0.1:8443\"] # <- server.tls.listen[1]: duplicate of server.tls.listen[0]
+    cert: {cert}
+    key: {junk} # <- server.tls.key: {junk} holds no private key
+    sni:
+      - names: [\"bad name\"] # <- server.tls.sni[0].names[0]: 'bad name' is not a DNS name
+        cert: {missing} # <- server.tls.sni[0].cert: cannot read {missing}
+        key: {key}
+    client_ca: {key} # <- server.tls.client_ca: {key} holds no certificate
+  client:
+    read_buffer: 10 # <- server.client.read_buffer: must be 1024 to 16777216 bytes
+    h2_max_streams: 0 # <- server.client.h2_max_streams: must be at least 1
+  upgrade_sock: \"\" # <- server.upgrade_sock: a Unix socket path needs 1 to 107 bytes
+providers:
+  plain:
+    kind: openai
+    endpoints: [\"http://127.0.0.1:1\"]
+    tls: # <- providers.plain.tls: no endpoint of this provider uses https
+      client_cert: {cert} # <- providers.plain.tls.client_cert: needs client_key as well
+"
+    ));
+}
+
+#[test]
+fn a_tls_listener_needs_a_certificate() {
+    check(
+        "\
+server:
+  tls: # <- server.tls: needs a default certificate (cert and key) or sni entries
+    listen: []  # <- server.tls.listen: at least one address is required
+",
+    );
+}
