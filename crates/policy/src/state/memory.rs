@@ -158,6 +158,7 @@ impl Memory {
             cell.reserved += amount;
             cell.expires_at_ms = line.expires_at_ms;
         }
+        sweep(&mut maps, self.now_ms());
         Reserved::Granted { local: true }
     }
 
@@ -323,5 +324,33 @@ impl Backend for Memory {
 
     fn prefix(&self) -> &str {
         &self.prefix
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(key: String) -> Check {
+        Check::Rate {
+            key,
+            limit: 1_000_000,
+            cost: 1,
+        }
+    }
+
+    #[test]
+    fn idle_counters_are_swept_once_the_map_has_grown() {
+        let memory = Memory::new("");
+        for i in 0..FIRST_SWEEP_AT - 1 {
+            assert!(memory.admit_now(&[rate(format!("k{i}"))]).outcomes[0].allowed);
+        }
+        assert_eq!(memory.maps.lock().rates.len(), FIRST_SWEEP_AT - 1);
+        // Each bucket is full again 60 µs after its request.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        memory.admit_now(&[rate("last".into())]);
+        let maps = memory.maps.lock();
+        assert_eq!(maps.rates.len(), 1, "only the live counter is kept");
+        assert_eq!(maps.sweep_at, FIRST_SWEEP_AT);
     }
 }
