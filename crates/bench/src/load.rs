@@ -1,0 +1,690 @@
+//! Runs one load against one target: closed loop (fixed concurrency, back to back) or
+//! open loop (a fixed schedule, latency from each request's intended send time), plain
+//! or streamed requests, over HTTP/1.1 or HTTP/2; samples the system's memory and CPU.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tollgate_sse::SseDecoder;
+
+use crate::conn::{Pool, Target};
+use crate::error::BenchError;
+use crate::procfs::{self, Sample, Usage};
+use crate::schedule::{due_count, intended_offset, total_requests};
+use crate::stats::{Hist, Summary};
+use crate::tokens::{EventKind, StreamCheck};
+
+/// Longest body read from one plain response; bench answers are a few hundred bytes, and
+/// anything bigger is counted as an error instead of being read on.
+const MAX_PLAIN_BODY_BYTES: usize = 1024 * 1024;
+
+/// How often the system under test is sampled (memory, CPU, open streams).
+const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Shortest sleep of the open-loop dispatcher thread: below this, sleeping costs more
+/// than it saves and the kernel's timer slack dominates.
+const MIN_DISPATCH_SLEEP: Duration = Duration::from_micros(50);
+
+/// Extra time after the last request's own timeout before a load is cut off, so a run
+/// always ends even if a task hangs.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Closed loop: `concurrency` workers send back to back. Open loop: requests leave on a
+/// fixed schedule, whatever the server does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Closed,
+    Open,
+}
+
+fn default_http() -> u8 {
+    1
+}
+fn default_concurrency() -> usize {
+    64
+}
+fn default_duration() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_warmup() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_connections() -> usize {
+    256
+}
+fn default_h2_connections() -> usize {
+    4
+}
+fn default_sources() -> usize {
+    8
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_settle() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// One load, as written in a scenario file or given on the command line.
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSpec {
+    /// Name of the load within its scenario.
+    #[arg(long, default_value = "load")]
+    pub name: String,
+    /// `closed` (max throughput) or `open` (constant rate).
+    #[arg(long, value_enum, default_value = "closed")]
+    pub mode: Mode,
+    /// HTTP version to the system: 1 (HTTP/1.1) or 2 (HTTP/2 over cleartext).
+    #[arg(long, default_value_t = 1)]
+    #[serde(default = "default_http")]
+    pub http: u8,
+    /// Ask for streamed (SSE) answers and time every token.
+    #[arg(long)]
+    #[serde(default)]
+    pub stream: bool,
+    /// Closed loop: workers sending back to back.
+    #[arg(long, default_value_t = 64)]
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Open loop: requests (or streams) started per second.
+    #[arg(long)]
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// Open loop: send exactly this many requests at `rate` (instead of `rate` ×
+    /// `duration`), e.g. to hold that many streams open at once.
+    #[arg(long)]
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// How long the measured part lasts.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    #[serde(default = "default_duration", with = "humantime_serde")]
+    pub duration: Duration,
+    /// Load sent before the measured part, not recorded (fills connection pools).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    #[serde(default = "default_warmup", with = "humantime_serde")]
+    pub warmup: Duration,
+    /// Open loop: most HTTP/1.1 connections (or HTTP/2 streams) in flight; a request
+    /// waiting for one counts that wait in its latency.
+    #[arg(long, default_value_t = 256)]
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+    /// HTTP/2: connections the streams are spread over.
+    #[arg(long, default_value_t = 4)]
+    #[serde(default = "default_h2_connections")]
+    pub h2_connections: usize,
+    /// Loopback source addresses used in turn (127.0.0.1, .2, …).
+    #[arg(long, default_value_t = 8)]
+    #[serde(default = "default_sources")]
+    pub sources: usize,
+    /// Longest time one request (or stream) may take.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Wait after the load before the "after" memory sample.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    #[serde(default = "default_settle", with = "humantime_serde")]
+    pub settle: Duration,
+    /// `max_tokens` sent in each request (the mock's reply is truncated to it).
+    #[arg(long)]
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    /// Scenario files only: the systems this load runs against (default: all).
+    #[arg(skip)]
+    #[serde(default)]
+    pub only: Option<Vec<String>>,
+}
+
+/// What is sent: where, with which body and key.
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    pub target: Target,
+    pub body: Bytes,
+    pub key: Option<String>,
+}
+
+impl RequestTemplate {
+    /// A chat completion for `model` with a short prompt.
+    pub fn chat(target: Target, model: &str, key: Option<String>, spec: &LoadSpec) -> Self {
+        let mut body = serde_json::json!({
+            "model": model,
+            "messages": [{"role": "user", "content": "Say hello to the bench suite."}],
+        });
+        if spec.stream {
+            body["stream"] = true.into();
+        }
+        if let Some(max) = spec.max_tokens {
+            body["max_tokens"] = max.into();
+        }
+        Self {
+            target,
+            body: Bytes::from(body.to_string()),
+            key,
+        }
+    }
+
+    fn request(&self, http2: bool) -> Result<http::Request<Full<Bytes>>, http::Error> {
+        let uri = if http2 {
+            self.target.uri()
+        } else {
+            self.target.path.clone()
+        };
+        let mut builder = http::Request::post(uri)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_LENGTH, self.body.len());
+        if !http2 {
+            builder = builder.header(http::header::HOST, &self.target.authority);
+        }
+        if let Some(key) = &self.key {
+            builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        builder.body(Full::new(self.body.clone()))
+    }
+}
+
+/// Token timing and integrity over every stream of a load.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamResult {
+    /// Tokens each stream should carry.
+    pub expected_tokens: u64,
+    /// Streams that got a 200 and were read.
+    pub streams: u64,
+    /// Streams with every token, one per event, in order, and `[DONE]`.
+    pub clean: u64,
+    pub tokens: u64,
+    pub lost_tokens: u64,
+    /// Events that carried more than one token.
+    pub merged_events: u64,
+    pub out_of_order: u64,
+    pub foreign_words: u64,
+    /// Streams that ended without `[DONE]`.
+    pub incomplete: u64,
+    /// Streams with an error event.
+    pub errored: u64,
+    /// Token events that arrived in the same body read as the token before them: a
+    /// proxy that buffers writes several per read.
+    pub coalesced_events: u64,
+    /// Time to first token from the intended send time, µs.
+    pub ttft_us: Summary,
+    /// Time between consecutive token events, µs.
+    pub gap_us: Summary,
+}
+
+/// Everything measured in one load.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadResult {
+    pub spec: LoadSpec,
+    /// Measured wall time, seconds.
+    pub elapsed_s: f64,
+    pub sent: u64,
+    pub ok: u64,
+    pub failed: u64,
+    /// Failures by kind (`status_502`, `timeout`, `connect`, `http`, `body_too_large`).
+    pub errors: BTreeMap<String, u64>,
+    /// Successful answers per second.
+    pub throughput_rps: f64,
+    /// Whole-request latency (streams: until the last byte), µs; open loop from the
+    /// intended send time.
+    pub latency_us: Summary,
+    /// From the moment the request was actually written, µs.
+    pub service_us: Summary,
+    /// Open loop: how late the generator sent, µs.
+    pub send_lag_us: Summary,
+    pub stream: Option<StreamResult>,
+    /// TCP connections the generator opened.
+    pub connects: u64,
+    pub usage: Option<Usage>,
+    /// Samples of the system (kept for streamed loads, for the memory plots).
+    pub samples: Vec<Sample>,
+}
+
+// === Recording ===
+
+struct Recorder {
+    sent: u64,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    latency: Hist,
+    service: Hist,
+    lag: Hist,
+    ttft: Hist,
+    gap: Hist,
+    stream: StreamResult,
+}
+
+/// How one request went.
+struct Outcome {
+    error: Option<String>,
+    intended: Instant,
+    sent: Instant,
+    done: Instant,
+    stream: Option<StreamOutcome>,
+}
+
+struct StreamOutcome {
+    check: StreamCheck,
+    ttft: Option<Duration>,
+    gaps: Vec<u32>,
+    coalesced: u64,
+}
+
+impl Recorder {
+    fn new() -> Result<Self, BenchError> {
+        Ok(Self {
+            sent: 0,
+            ok: 0,
+            errors: BTreeMap::new(),
+            latency: Hist::new()?,
+            service: Hist::new()?,
+            lag: Hist::new()?,
+            ttft: Hist::new()?,
+            gap: Hist::new()?,
+            stream: StreamResult::default(),
+        })
+    }
+
+    fn record(&mut self, o: Outcome, expected_tokens: u64) {
+        self.sent += 1;
+        self.lag
+            .record(o.sent.saturating_duration_since(o.intended).as_micros() as u64);
+        if let Some(mut s) = o.stream {
+            s.check.finish(expected_tokens);
+            let r = &mut self.stream;
+            r.streams += 1;
+            r.clean += u64::from(s.check.is_clean());
+            r.tokens += s.check.tokens;
+            r.lost_tokens += s.check.lost;
+            r.merged_events += s.check.merged;
+            r.out_of_order += s.check.out_of_order;
+            r.foreign_words += s.check.foreign;
+            r.incomplete += u64::from(!s.check.done);
+            r.errored += u64::from(s.check.errored);
+            r.coalesced_events += s.coalesced;
+            if let Some(t) = s.ttft {
+                self.ttft.record(t.as_micros() as u64);
+            }
+            for g in s.gaps {
+                self.gap.record(u64::from(g));
+            }
+        }
+        match o.error {
+            Some(kind) => *self.errors.entry(kind).or_default() += 1,
+            None => {
+                self.ok += 1;
+                self.latency
+                    .record(o.done.saturating_duration_since(o.intended).as_micros() as u64);
+                self.service
+                    .record(o.done.saturating_duration_since(o.sent).as_micros() as u64);
+            }
+        }
+    }
+}
+
+// === One request ===
+
+async fn one_request(
+    pool: &Pool,
+    template: &RequestTemplate,
+    intended: Instant,
+    stream: bool,
+    timeout: Duration,
+) -> Outcome {
+    let mut outcome = Outcome {
+        error: None,
+        intended,
+        sent: intended,
+        done: intended,
+        stream: stream.then(|| StreamOutcome {
+            check: StreamCheck::default(),
+            ttft: None,
+            gaps: Vec::new(),
+            coalesced: 0,
+        }),
+    };
+    let result = tokio::time::timeout(timeout, exchange(pool, template, &mut outcome)).await;
+    outcome.done = Instant::now();
+    outcome.error = match result {
+        Ok(Ok(())) => None,
+        Ok(Err(kind)) => Some(kind),
+        Err(_) => Some("timeout".to_owned()),
+    };
+    outcome
+}
+
+async fn exchange(
+    pool: &Pool,
+    template: &RequestTemplate,
+    outcome: &mut Outcome,
+) -> Result<(), String> {
+    let mut lease = pool.lease().await.map_err(|_| "connect".to_owned())?;
+    let req = template
+        .request(pool.is_http2())
+        .map_err(|_| "request".to_owned())?;
+    outcome.sent = Instant::now();
+    let response = lease
+        .sender
+        .send(req)
+        .await
+        .map_err(|_| "http".to_owned())?;
+    let status = response.status();
+    let mut body = response.into_body();
+    let mut decoder = SseDecoder::new();
+    let mut events = Vec::new();
+    let mut last_token: Option<Instant> = None;
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| "body".to_owned())?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        let now = Instant::now();
+        read += data.len();
+        let Some(s) = outcome.stream.as_mut().filter(|_| status.is_success()) else {
+            if read > MAX_PLAIN_BODY_BYTES {
+                return Err("body_too_large".to_owned());
+            }
+            continue;
+        };
+        decoder
+            .feed(data, &mut events)
+            .map_err(|_| "sse".to_owned())?;
+        let mut in_this_read = 0u64;
+        for event in events.drain(..) {
+            if let EventKind::Tokens(_) = s.check.on_event(&event.data) {
+                in_this_read += 1;
+                match last_token {
+                    None => s.ttft = Some(now.saturating_duration_since(outcome.intended)),
+                    Some(prev) => s
+                        .gaps
+                        .push(now.saturating_duration_since(prev).as_micros() as u32),
+                }
+                last_token = Some(now);
+            }
+        }
+        s.coalesced += in_this_read.saturating_sub(1);
+    }
+    pool.give_back(lease);
+    if !status.is_success() {
+        return Err(format!("status_{}", status.as_u16()));
+    }
+    if let Some(s) = &outcome.stream {
+        if !s.check.done || s.check.errored {
+            return Err("stream_incomplete".to_owned());
+        }
+    }
+    Ok(())
+}
+
+// === Loads ===
+
+/// Runs `spec` against `template`'s target; samples `pid` when given.
+pub async fn run(
+    spec: &LoadSpec,
+    template: RequestTemplate,
+    expected_tokens: u64,
+    pid: Option<u32>,
+) -> Result<LoadResult, BenchError> {
+    let http2 = spec.http == 2;
+    let in_flight = match spec.mode {
+        Mode::Closed => spec.concurrency,
+        Mode::Open => spec.connections,
+    };
+    let pool = Arc::new(
+        Pool::new(
+            template.target.clone(),
+            http2,
+            in_flight,
+            spec.h2_connections,
+            spec.sources,
+        )
+        .await?,
+    );
+    let template = Arc::new(template);
+    let recorder = Arc::new(Mutex::new(Recorder::new()?));
+    let open = Arc::new(AtomicU64::new(0));
+
+    let start = Instant::now();
+    let idle = pid.and_then(|p| sample(p, start, 0));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = pid.map(|p| {
+        let (sampling, open) = (sampling.clone(), open.clone());
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+            while sampling.load(Ordering::Relaxed) {
+                tick.tick().await;
+                match sample(p, start, open.load(Ordering::Relaxed)) {
+                    Some(s) => samples.push(s),
+                    None => break,
+                }
+            }
+            samples
+        })
+    });
+
+    let measure_from = start + spec.warmup;
+    let elapsed = match spec.mode {
+        Mode::Closed => {
+            closed(
+                spec,
+                &pool,
+                &template,
+                &recorder,
+                &open,
+                expected_tokens,
+                measure_from,
+            )
+            .await
+        }
+        Mode::Open => {
+            open_loop(
+                spec,
+                &pool,
+                &template,
+                &recorder,
+                &open,
+                expected_tokens,
+                start,
+            )
+            .await?
+        }
+    };
+    let load_end_ms = start.elapsed().as_millis() as u64;
+    sampling.store(false, Ordering::Relaxed);
+    let mut samples = match sampler {
+        Some(handle) => handle.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let usage = match (pid, idle) {
+        (Some(p), Some(idle)) => {
+            tokio::time::sleep(spec.settle).await;
+            let after = sample(p, start, 0).unwrap_or_default();
+            samples.push(after);
+            Some(procfs::usage(idle, &samples, after, load_end_ms))
+        }
+        _ => None,
+    };
+    if !spec.stream {
+        samples.clear();
+    }
+
+    let r = recorder.lock();
+    let failed: u64 = r.errors.values().sum();
+    Ok(LoadResult {
+        spec: spec.clone(),
+        elapsed_s: elapsed.as_secs_f64(),
+        sent: r.sent,
+        ok: r.ok,
+        failed,
+        errors: r.errors.clone(),
+        throughput_rps: if elapsed.is_zero() {
+            0.0
+        } else {
+            r.ok as f64 / elapsed.as_secs_f64()
+        },
+        latency_us: r.latency.summary(),
+        service_us: r.service.summary(),
+        send_lag_us: if spec.mode == Mode::Open {
+            r.lag.summary()
+        } else {
+            Summary::default()
+        },
+        stream: spec.stream.then(|| StreamResult {
+            expected_tokens,
+            ttft_us: r.ttft.summary(),
+            gap_us: r.gap.summary(),
+            ..r.stream.clone()
+        }),
+        connects: pool.connects.load(Ordering::Relaxed),
+        usage,
+        samples,
+    })
+}
+
+fn sample(pid: u32, start: Instant, open: u64) -> Option<Sample> {
+    let (rss_kb, cpu_ticks) = procfs::read(pid)?;
+    Some(Sample {
+        t_ms: start.elapsed().as_millis() as u64,
+        rss_kb,
+        cpu_ticks,
+        open,
+    })
+}
+
+/// Workers send back to back until the end; requests started before `measure_from`
+/// warm up and are not recorded. Returns the measured time.
+async fn closed(
+    spec: &LoadSpec,
+    pool: &Arc<Pool>,
+    template: &Arc<RequestTemplate>,
+    recorder: &Arc<Mutex<Recorder>>,
+    open: &Arc<AtomicU64>,
+    expected_tokens: u64,
+    measure_from: Instant,
+) -> Duration {
+    let end = measure_from + spec.duration;
+    let mut workers = Vec::with_capacity(spec.concurrency);
+    for _ in 0..spec.concurrency.max(1) {
+        let (pool, template, recorder, open) = (
+            pool.clone(),
+            template.clone(),
+            recorder.clone(),
+            open.clone(),
+        );
+        let (stream, timeout) = (spec.stream, spec.timeout);
+        workers.push(tokio::spawn(async move {
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                open.fetch_add(1, Ordering::Relaxed);
+                let outcome = one_request(&pool, &template, now, stream, timeout).await;
+                open.fetch_sub(1, Ordering::Relaxed);
+                if now >= measure_from && outcome.done <= end + timeout {
+                    recorder.lock().record(outcome, expected_tokens);
+                }
+            }
+        }));
+    }
+    let cutoff = end + spec.timeout + DRAIN_GRACE;
+    for w in workers {
+        let left = cutoff.saturating_duration_since(Instant::now());
+        let abort = w.abort_handle();
+        if tokio::time::timeout(left, w).await.is_err() {
+            abort.abort();
+        }
+    }
+    // Requests that finished after the end count, so throughput is ok / (end - start)
+    // plus the tail they took.
+    Instant::now()
+        .min(cutoff)
+        .saturating_duration_since(measure_from)
+        .min(spec.duration + spec.timeout)
+        .max(spec.duration)
+}
+
+/// Requests leave on schedule from a dispatcher thread (sub-millisecond sleeps, unlike
+/// the runtime's 1 ms timer); each request's latency counts from its intended time.
+async fn open_loop(
+    spec: &LoadSpec,
+    pool: &Arc<Pool>,
+    template: &Arc<RequestTemplate>,
+    recorder: &Arc<Mutex<Recorder>>,
+    open: &Arc<AtomicU64>,
+    expected_tokens: u64,
+    start: Instant,
+) -> Result<Duration, BenchError> {
+    let rate = spec.rate.unwrap_or(1000.0).max(0.001);
+    let warmup_n = total_requests(spec.warmup, rate);
+    let measured_n = spec
+        .count
+        .unwrap_or_else(|| total_requests(spec.duration, rate));
+    let total = warmup_n + measured_n;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let handle = tokio::runtime::Handle::current();
+    let (pool2, template2, recorder2, open2) = (
+        pool.clone(),
+        template.clone(),
+        recorder.clone(),
+        open.clone(),
+    );
+    let (stream, timeout) = (spec.stream, spec.timeout);
+    let dispatcher = std::thread::Builder::new()
+        .name("bench-dispatch".to_owned())
+        .spawn(move || {
+            let mut next = 0u64;
+            while next < total {
+                let due = due_count(start.elapsed(), rate, total);
+                while next < due {
+                    let intended = start + intended_offset(next, rate);
+                    let measured = next >= warmup_n;
+                    let (pool, template, recorder, open) = (
+                        pool2.clone(),
+                        template2.clone(),
+                        recorder2.clone(),
+                        open2.clone(),
+                    );
+                    let task = handle.spawn(async move {
+                        open.fetch_add(1, Ordering::Relaxed);
+                        let outcome =
+                            one_request(&pool, &template, intended, stream, timeout).await;
+                        open.fetch_sub(1, Ordering::Relaxed);
+                        if measured {
+                            recorder.lock().record(outcome, expected_tokens);
+                        }
+                    });
+                    if tx.send(task).is_err() {
+                        return;
+                    }
+                    next += 1;
+                }
+                let wait =
+                    (start + intended_offset(next, rate)).saturating_duration_since(Instant::now());
+                std::thread::sleep(wait.max(MIN_DISPATCH_SLEEP));
+            }
+        })
+        .map_err(|e| BenchError::io("start the dispatcher thread", e))?;
+    let schedule_end = start + intended_offset(total, rate);
+    let cutoff = schedule_end + spec.timeout + DRAIN_GRACE;
+    while let Some(task) = rx.recv().await {
+        let left = cutoff.saturating_duration_since(Instant::now());
+        let abort = task.abort_handle();
+        if tokio::time::timeout(left, task).await.is_err() {
+            abort.abort();
+            let mut r = recorder.lock();
+            *r.errors.entry("unfinished".to_owned()).or_default() += 1;
+        }
+    }
+    // The channel closed: the dispatcher has returned.
+    let _ = dispatcher.join();
+    let measured_start = start + intended_offset(warmup_n, rate);
+    Ok(Instant::now().saturating_duration_since(measured_start))
+}

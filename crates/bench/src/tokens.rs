@@ -1,0 +1,199 @@
+//! Checks one OpenAI-style chat stream against what the mock was asked to send.
+//!
+//! The mock's generated reply is `tok0 tok1 … tok<N-1> `, one word per content delta, so
+//! every delta names its own index: a missing index is a lost chunk, two words in one
+//! delta are a merged chunk, an index seen twice or going backwards is out of order.
+
+use serde::Deserialize;
+
+/// One `chat.completion.chunk`, only the fields the check reads.
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Vec<Choice>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    delta: Option<Delta>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// What one SSE event was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Carried this many reply tokens.
+    Tokens(u32),
+    /// No reply text (role chunk, finish chunk, usage chunk).
+    Empty,
+    /// `data: [DONE]`.
+    Done,
+    /// An error object or data that is not a chunk.
+    Error,
+}
+
+/// Tallies of one stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamCheck {
+    /// Index of the next token expected.
+    next: u64,
+    /// Content-bearing events seen.
+    pub events: u64,
+    /// Tokens seen in them.
+    pub tokens: u64,
+    /// Token indexes skipped.
+    pub lost: u64,
+    /// Events that carried more than one token.
+    pub merged: u64,
+    /// Tokens whose index was not above the previous one.
+    pub out_of_order: u64,
+    /// Words that are not `tok<N>`.
+    pub foreign: u64,
+    /// `[DONE]` arrived.
+    pub done: bool,
+    /// An error event arrived.
+    pub errored: bool,
+}
+
+impl StreamCheck {
+    /// Accounts one event's data and says what it was.
+    pub fn on_event(&mut self, data: &str) -> EventKind {
+        if data == "[DONE]" {
+            self.done = true;
+            return EventKind::Done;
+        }
+        let Ok(chunk) = serde_json::from_str::<Chunk>(data) else {
+            self.errored = true;
+            return EventKind::Error;
+        };
+        if data.starts_with("{\"error\"") {
+            self.errored = true;
+            return EventKind::Error;
+        }
+        let mut words = 0u32;
+        for choice in &chunk.choices {
+            let Some(text) = choice.delta.as_ref().and_then(|d| d.content.as_deref()) else {
+                continue;
+            };
+            for word in text.split_whitespace() {
+                words += 1;
+                self.token(word);
+            }
+        }
+        if words == 0 {
+            return EventKind::Empty;
+        }
+        self.events += 1;
+        if words > 1 {
+            self.merged += 1;
+        }
+        EventKind::Tokens(words)
+    }
+
+    fn token(&mut self, word: &str) {
+        self.tokens += 1;
+        let Some(index) = word.strip_prefix("tok").and_then(|n| n.parse::<u64>().ok()) else {
+            self.foreign += 1;
+            return;
+        };
+        if index < self.next {
+            self.out_of_order += 1;
+            return;
+        }
+        self.lost += index - self.next;
+        self.next = index + 1;
+    }
+
+    /// Closes the tally for a stream that should have carried `expected` tokens: tokens
+    /// missing at the end count as lost.
+    pub fn finish(&mut self, expected: u64) {
+        if self.next < expected {
+            self.lost += expected - self.next;
+            self.next = expected;
+        }
+    }
+
+    /// The stream carried exactly the expected tokens, one per event, in order, and
+    /// ended with `[DONE]`.
+    pub fn is_clean(&self) -> bool {
+        self.done
+            && !self.errored
+            && self.lost == 0
+            && self.merged == 0
+            && self.out_of_order == 0
+            && self.foreign == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(content: &str) -> String {
+        format!(
+            r#"{{"id":"c","object":"chat.completion.chunk","choices":[{{"index":0,"delta":{{"content":{}}},"finish_reason":null}}]}}"#,
+            serde_json::Value::String(content.to_owned())
+        )
+    }
+
+    #[test]
+    fn a_clean_stream() {
+        let mut c = StreamCheck::default();
+        assert_eq!(
+            c.on_event(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#),
+            EventKind::Empty
+        );
+        for i in 0..3 {
+            assert_eq!(
+                c.on_event(&chunk(&format!("tok{i} "))),
+                EventKind::Tokens(1)
+            );
+        }
+        assert_eq!(
+            c.on_event(r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#),
+            EventKind::Empty
+        );
+        assert_eq!(c.on_event("[DONE]"), EventKind::Done);
+        c.finish(3);
+        assert!(c.is_clean(), "{c:?}");
+        assert_eq!((c.events, c.tokens), (3, 3));
+    }
+
+    #[test]
+    fn lost_merged_and_reordered_tokens() {
+        let mut c = StreamCheck::default();
+        c.on_event(&chunk("tok0 "));
+        c.on_event(&chunk("tok2 ")); // tok1 lost
+        c.on_event(&chunk("tok3 tok4 ")); // merged
+        c.on_event(&chunk("tok1 ")); // late
+        c.on_event(&chunk("hello "));
+        c.on_event("[DONE]");
+        c.finish(7); // tok5, tok6 never came
+        assert_eq!(c.lost, 3);
+        assert_eq!(c.merged, 1);
+        assert_eq!(c.out_of_order, 1);
+        assert_eq!(c.foreign, 1);
+        assert!(!c.is_clean());
+    }
+
+    #[test]
+    fn errors_and_missing_done() {
+        let mut c = StreamCheck::default();
+        assert_eq!(
+            c.on_event(r#"{"error":{"message":"boom","type":"server_error"}}"#),
+            EventKind::Error
+        );
+        assert_eq!(c.on_event("not json"), EventKind::Error);
+        assert!(c.errored);
+        let mut d = StreamCheck::default();
+        d.on_event(&chunk("tok0 "));
+        d.finish(1);
+        assert!(!d.is_clean(), "no [DONE]");
+    }
+}
