@@ -1,5 +1,6 @@
-//! The admin listener: `/healthz` for probes and `/admin/upstreams` for the state of
-//! every provider endpoint (health, circuit, load, key cool-downs; never a secret).
+//! The admin listener: `/healthz` (liveness) and `/readyz` (readiness) for probes,
+//! `/admin/upstreams` for the state of every provider endpoint (health, circuit, load, key
+//! cool-downs; never a secret), `/admin/config` and `POST /admin/reload` for the config.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,12 +12,15 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
 use crate::metrics::Metrics;
+use crate::reload::{Readiness, Reloader};
 use crate::snapshot::Snapshot;
 
 pub struct Admin {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
     pub ledger: Arc<tollgate_ledger::Ledger>,
+    pub reloader: Arc<Reloader>,
+    pub readiness: Arc<Readiness>,
 }
 
 #[async_trait]
@@ -27,10 +31,15 @@ impl ServeHttp for Admin {
         let mut content_type = "application/json";
         let (status, body) = match path.as_str() {
             "/healthz" => (StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
+            "/readyz" => self.readyz(),
+            "/admin/config" => json(StatusCode::OK, &self.reloader.loaded()),
+            "/admin/reload" => self.reload(session).await,
             "/metrics" => {
                 content_type = "text/plain; version=0.0.4";
                 let snap = self.snapshot.load();
-                (StatusCode::OK, self.metrics.render(&snap.upstreams))
+                let mut body = self.metrics.render(&snap.upstreams);
+                body.extend(self.reloader.render_metrics());
+                (StatusCode::OK, body)
             }
             "/admin/usage" => self.usage(&query).await,
             "/admin/upstreams" => {
@@ -56,6 +65,52 @@ impl ServeHttp for Admin {
             .header(http::header::CONTENT_LENGTH, body.len())
             .body(body)
             .unwrap_or_default()
+    }
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> (StatusCode, Vec<u8>) {
+    (status, serde_json::to_vec(value).unwrap_or_default())
+}
+
+impl Admin {
+    /// `GET /readyz`: 200 while this process should get traffic, 503 while it starts or
+    /// drains; the body names the state and the config version serving.
+    fn readyz(&self) -> (StatusCode, Vec<u8>) {
+        let status = if self.readiness.is_ready() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        let body = serde_json::json!({
+            "status": self.readiness.state(),
+            "config": self.reloader.loaded(),
+        });
+        json(status, &body)
+    }
+
+    /// `POST /admin/reload`: re-reads the config file; 400 with every problem when the
+    /// file is refused (the running config stays).
+    async fn reload(&self, session: &ServerSession) -> (StatusCode, Vec<u8>) {
+        if session.req_header().method != http::Method::POST {
+            let err = tollgate_core::GatewayError::invalid_request("POST to reload the config");
+            return (StatusCode::METHOD_NOT_ALLOWED, err.openai_body());
+        }
+        let reloader = self.reloader.clone();
+        match tokio::task::spawn_blocking(move || reloader.reload()).await {
+            Ok(Ok(done)) => json(StatusCode::OK, &done),
+            Ok(Err(problems)) => {
+                let body = serde_json::json!({
+                    "error": {
+                        "message": "the config file was refused; the running config stays",
+                        "type": "invalid_request_error",
+                        "code": "invalid_config",
+                        "problems": problems,
+                    }
+                });
+                json(StatusCode::BAD_REQUEST, &body)
+            }
+            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, Vec::new()),
+        }
     }
 }
 

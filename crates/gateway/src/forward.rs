@@ -43,9 +43,6 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// many bytes the gateway commits to the attempt and starts relaying.
 const MAX_HELD_BACK_BYTES: usize = 64 * 1024;
 
-/// Longest wait for a pooled upstream connection to idle before it is closed.
-const UPSTREAM_IDLE_KEEPALIVE: Duration = Duration::from_secs(60);
-
 /// How one attempt ended.
 enum Attempt {
     /// The response was relayed to the client (completely, or a stream ended with an error
@@ -304,7 +301,7 @@ impl Exchange<'_> {
         started: Instant,
     ) -> Attempt {
         let timeouts = &self.plan.timeouts;
-        let peer = match peer_for(endpoint, timeouts.connect).await {
+        let peer = match peer_for(endpoint, timeouts.connect, pool, self.snapshot).await {
             Some(p) => p,
             None => return Attempt::Failed(Failure::Connect),
         };
@@ -406,7 +403,7 @@ impl Exchange<'_> {
         };
         pool.record_success(endpoint.index, started.elapsed());
         connector
-            .release_http_session(upstream, &peer, Some(UPSTREAM_IDLE_KEEPALIVE))
+            .release_http_session(upstream, &peer, peer.options.idle_timeout)
             .await;
         let translated = match translate_response(wire.kind, self.ingress, &body, &meta) {
             Ok(t) => t,
@@ -927,7 +924,15 @@ fn exhausted(attempts: &Attempts, last: Option<&Failure>) -> GatewayError {
     }
 }
 
-async fn peer_for(endpoint: &EndpointPick, connect: Duration) -> Option<HttpPeer> {
+/// The peer of one attempt on `pool`'s endpoint: TLS endpoints are verified against the
+/// system roots unless the provider's `tls` names a CA, a client certificate or another
+/// name; an idle pooled connection is kept `server.upstream.idle_timeout`.
+async fn peer_for(
+    endpoint: &EndpointPick,
+    connect: Duration,
+    pool: &ProviderPool,
+    snap: &Snapshot,
+) -> Option<HttpPeer> {
     let addr = match endpoint.addr {
         Some(addr) => addr,
         None => crate::resolve::resolve(&endpoint.host, endpoint.port).await?,
@@ -935,7 +940,10 @@ async fn peer_for(endpoint: &EndpointPick, connect: Duration) -> Option<HttpPeer
     let mut peer = HttpPeer::new(addr, endpoint.tls, endpoint.host.to_string());
     peer.options.connection_timeout = Some(connect);
     peer.options.total_connection_timeout = Some(connect);
-    peer.options.idle_timeout = Some(UPSTREAM_IDLE_KEEPALIVE);
+    peer.options.idle_timeout = Some(snap.config.server.upstream.idle_timeout);
+    if let (true, Some(tls)) = (endpoint.tls, pool.tls()) {
+        tls.apply(&mut peer);
+    }
     Some(peer)
 }
 

@@ -8,10 +8,12 @@ mod forward;
 mod guardrails;
 mod metrics;
 mod proxy;
+mod reload;
 mod resolve;
 mod server;
 mod snapshot;
 mod telemetry;
+mod tls;
 mod tokens;
 mod usage;
 
@@ -33,10 +35,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve with the given configuration file.
+    /// Serve with the given configuration file. SIGHUP reloads it; SIGTERM drains and
+    /// stops; SIGQUIT hands the listening sockets to a process started with --upgrade.
     Run {
         #[arg(short, long, default_value = "conf/tollgate.yaml")]
         config: PathBuf,
+        /// Take over the listening sockets of the running gateway (which must then get
+        /// SIGQUIT within a few seconds) instead of binding them.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a configuration file; prints every problem with file, line and key.
     Check {
@@ -84,7 +91,7 @@ enum KeysCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => server::run_file(&config),
+        Command::Run { config, upgrade } => server::run_file(&config, upgrade),
         Command::Check { config } => check(&config),
         Command::Keys { command } => keys(command),
         Command::Usage {
@@ -115,10 +122,22 @@ fn check(path: &std::path::Path) -> ExitCode {
                 }
                 ExitCode::FAILURE
             }
-            Ok(_) => {
-                println!("{}: ok", path.display());
-                ExitCode::SUCCESS
-            }
+            Ok(snapshot) => match snapshot
+                .config
+                .server
+                .tls
+                .as_ref()
+                .map(tls::ListenerTls::load)
+            {
+                Some(Err(err)) => {
+                    eprintln!("{}: server.tls: {err}", path.display());
+                    ExitCode::FAILURE
+                }
+                _ => {
+                    println!("{}: ok", path.display());
+                    ExitCode::SUCCESS
+                }
+            },
             Err(err) => {
                 eprintln!("{}: {err}", path.display());
                 ExitCode::FAILURE

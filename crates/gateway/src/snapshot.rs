@@ -29,8 +29,20 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn build(config: Config) -> Result<Self, String> {
+        Self::build_after(config, None).map(|(snapshot, _)| snapshot)
+    }
+
+    /// Builds the snapshot that replaces `previous` on reload: providers whose definition
+    /// did not change keep their runtime state (circuits, health, latency, key
+    /// cool-downs). Also returns the names of those providers.
+    pub fn build_after(
+        config: Config,
+        previous: Option<&Snapshot>,
+    ) -> Result<(Self, Vec<String>), String> {
         let router = Router::from_config(&config).map_err(|e| e.to_string())?;
-        let upstreams = Arc::new(Upstreams::from_config(&config).map_err(|e| e.to_string())?);
+        let mut upstreams = Upstreams::from_config(&config).map_err(|e| e.to_string())?;
+        let kept = previous.map_or_else(Vec::new, |p| upstreams.keep_unchanged(&p.upstreams));
+        let upstreams = Arc::new(upstreams);
         let keys = KeyStore::from_config(&config.keys)?;
         let prices = PriceTable::from_config(&config).map_err(|e| e.to_string())?;
         let guardrails = Guardrails::from_config(&config)?;
@@ -45,7 +57,7 @@ impl Snapshot {
             .filter_map(|m| m.context_window)
             .min()
             .unwrap_or(u64::MAX);
-        Ok(Self {
+        let snapshot = Self {
             config,
             router,
             upstreams,
@@ -54,7 +66,8 @@ impl Snapshot {
             providers,
             min_context_window,
             guardrails,
-        })
+        };
+        Ok((snapshot, kept))
     }
 }
 

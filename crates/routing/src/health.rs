@@ -7,7 +7,8 @@
 //! Each endpoint gets its own balancer rather than sharing one per provider: the check's
 //! `Host`, SNI and path prefix differ per endpoint, and two endpoints that resolve to the same
 //! address (one CDN in front of two hosts) must not share a health state. One background
-//! service per provider drives all of its endpoints' balancers.
+//! service follows the current [`Upstreams`] (it changes on config reload) and runs the
+//! checks of each of its providers, stopping those of providers a reload replaced.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -16,16 +17,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use http::HeaderValue;
 use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::{BackgroundService, GenBackgroundService};
+use pingora_core::services::background::BackgroundService;
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::health_check::HttpHealthCheck;
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, Extensions, LoadBalancer};
+use tokio::sync::watch;
 use tollgate_config::{Endpoint, HealthCheckConfig, ProviderKind};
 
 use crate::pool::Upstreams;
+use crate::tls::UpstreamTls;
 
 /// Most addresses kept from one DNS answer. Each is probed every interval, so a large answer
 /// would multiply probe traffic; 16 covers any provider's round-robin set while bounding it.
@@ -59,6 +62,7 @@ impl EndpointHealth {
         endpoint: &Endpoint,
         config: &HealthCheckConfig,
         auth: Option<ProbeAuth<'_>>,
+        tls: Option<&UpstreamTls>,
     ) -> Result<Self, String> {
         let discovery = HostDiscovery {
             host: endpoint.host.clone(),
@@ -66,7 +70,7 @@ impl EndpointHealth {
         };
         let mut balancer =
             LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(discovery)));
-        balancer.set_health_check(Box::new(http_check(endpoint, config, auth)?));
+        balancer.set_health_check(Box::new(http_check(endpoint, config, auth, tls)?));
         balancer.health_check_frequency = Some(config.interval);
         balancer.update_frequency = Some(config.interval);
         balancer.parallel_health_check = true;
@@ -123,8 +127,12 @@ fn http_check(
     endpoint: &Endpoint,
     config: &HealthCheckConfig,
     auth: Option<ProbeAuth<'_>>,
+    tls: Option<&UpstreamTls>,
 ) -> Result<HttpHealthCheck, String> {
     let mut check = HttpHealthCheck::new(&endpoint.host, endpoint.tls);
+    if let (true, Some(tls)) = (endpoint.tls, tls) {
+        tls.apply(&mut check.peer_template);
+    }
     check.peer_template.options.connection_timeout = Some(PROBE_CONNECT_TIMEOUT);
     check.peer_template.options.read_timeout = Some(PROBE_READ_TIMEOUT);
     check.consecutive_failure = FAILURES_TO_UNHEALTHY;
@@ -231,17 +239,74 @@ impl BackgroundService for ProviderHealth {
     }
 }
 
-/// One background service per provider with active health checks, for the gateway to add to
-/// its Pingora server. The services share state with `upstreams`: their probes show up in
-/// `pick_endpoint` and `status` at once.
-pub fn health_services(upstreams: &Upstreams) -> Vec<GenBackgroundService<ProviderHealth>> {
-    upstreams
-        .providers()
-        .filter_map(|(name, pool)| {
-            pool.health()
-                .map(|h| GenBackgroundService::new(format!("health check {name}"), h))
-        })
-        .collect()
+// === impl HealthCheckService ===
+
+/// Runs the active health checks of every provider in the current [`Upstreams`]. On each
+/// change (a config reload) it starts the checks of pools it has not seen and stops those
+/// of pools no longer in use; a pool a reload kept goes on being checked without a pause.
+pub struct HealthCheckService {
+    upstreams: watch::Receiver<Arc<Upstreams>>,
+}
+
+impl HealthCheckService {
+    pub fn new(upstreams: watch::Receiver<Arc<Upstreams>>) -> Self {
+        Self { upstreams }
+    }
+}
+
+/// The checks of one provider pool, running until `stop` is set.
+struct Running {
+    health: Arc<ProviderHealth>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[async_trait]
+impl BackgroundService for HealthCheckService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut upstreams = self.upstreams.clone();
+        let mut running: Vec<Running> = Vec::new();
+        loop {
+            let current: Vec<Arc<ProviderHealth>> = upstreams
+                .borrow_and_update()
+                .providers()
+                .filter_map(|(_, pool)| pool.health())
+                .collect();
+            let (keep, gone): (Vec<Running>, Vec<Running>) = running
+                .into_iter()
+                .partition(|r| current.iter().any(|h| Arc::ptr_eq(h, &r.health)));
+            stop_all(gone).await;
+            running = keep;
+            for health in current {
+                if !running.iter().any(|r| Arc::ptr_eq(&r.health, &health)) {
+                    let (stop, stopped) = watch::channel(false);
+                    let checks = health.clone();
+                    let task = tokio::spawn(async move { checks.start(stopped).await });
+                    running.push(Running { health, stop, task });
+                }
+            }
+            tokio::select! {
+                changed = upstreams.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        stop_all(running).await;
+    }
+}
+
+async fn stop_all(running: Vec<Running>) {
+    for r in &running {
+        let _ = r.stop.send(true);
+    }
+    for r in running {
+        if r.task.await.is_err() {
+            tracing::warn!("a health check task ended abnormally");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -323,9 +388,8 @@ providers:
     async fn probes_follow_the_endpoint_status() {
         let srv = server().await;
         let ups = upstreams(&[format!("http://127.0.0.1:{}/prefix/", srv.port)], "1h");
-        let services = health_services(&ups);
-        assert_eq!(services.len(), 1, "only checked providers get a service");
-        let health = services[0].task();
+        assert!(ups.provider("unchecked").unwrap().health().is_none());
+        let health = ups.provider("p").unwrap().health().unwrap();
         let pool = ups.provider("p").unwrap();
         let now = Instant::now();
 
@@ -376,7 +440,7 @@ providers:
     async fn host_names_are_resolved_and_any_healthy_address_counts() {
         let srv = server().await;
         let ups = upstreams(&[format!("http://localhost:{}", srv.port)], "1h");
-        let health = health_services(&ups)[0].task();
+        let health = ups.provider("p").unwrap().health().unwrap();
         health.check_now().await;
         let pick = ups
             .provider("p")
@@ -407,7 +471,7 @@ providers:
             ],
             "1h",
         );
-        let health = health_services(&ups)[0].task();
+        let health = ups.provider("p").unwrap().health().unwrap();
         health.check_now().await;
         health.check_now().await;
         let pool = ups.provider("p").unwrap();
@@ -421,7 +485,7 @@ providers:
         let srv = server().await;
         srv.status.store(503, Ordering::SeqCst);
         let ups = upstreams(&[format!("http://127.0.0.1:{}", srv.port)], "20ms");
-        let health = health_services(&ups)[0].task();
+        let health = ups.provider("p").unwrap().health().unwrap();
         let (tx, rx) = tokio::sync::watch::channel(false);
         let run = tokio::spawn(async move { health.start(rx).await });
         let pool = ups.provider("p").unwrap();
@@ -431,6 +495,57 @@ providers:
         }
         assert!(!pool.is_available(Instant::now()));
         tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_service_follows_reloads_and_keeps_unchanged_pools() {
+        let first = server().await;
+        let second = server().await;
+        first.status.store(503, Ordering::SeqCst);
+        second.status.store(503, Ordering::SeqCst);
+        let before = Arc::new(upstreams(
+            &[format!("http://127.0.0.1:{}", first.port)],
+            "20ms",
+        ));
+        let (publish, current) = watch::channel(before.clone());
+        let service = HealthCheckService::new(current);
+        let (stop, shutdown) = watch::channel(false);
+        let run = tokio::spawn(async move { service.start(shutdown).await });
+        let unavailable = |ups: Arc<Upstreams>| async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ups.provider("p").unwrap().is_available(Instant::now()) {
+                assert!(Instant::now() < deadline, "the checks did not run");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        unavailable(before.clone()).await;
+
+        // The same definition keeps its pool (and so its health); a changed one does not.
+        let mut same = upstreams(&[format!("http://127.0.0.1:{}", first.port)], "20ms");
+        assert_eq!(same.keep_unchanged(&before), ["p", "unchecked"]);
+        assert!(!same.provider("p").unwrap().is_available(Instant::now()));
+        let mut after = upstreams(&[format!("http://127.0.0.1:{}", second.port)], "20ms");
+        assert_eq!(after.keep_unchanged(&before), ["unchecked"]);
+        let after = Arc::new(after);
+        publish.send(after.clone()).unwrap();
+        unavailable(after).await;
+
+        // The replaced pool's checks have stopped: the first server hears no more probes.
+        let heard = first.heads.lock().len();
+        let probes = second.heads.lock().len();
+        while second.heads.lock().len() < probes + 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            first.heads.lock().len() <= heard + 1,
+            "old checks still run"
+        );
+
+        stop.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(5), run)
             .await
             .unwrap()

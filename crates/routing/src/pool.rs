@@ -16,6 +16,7 @@ use tollgate_config::{parse_endpoint, Config, ProviderConfig};
 
 use crate::breaker::{Admission, CircuitBreaker, CircuitState};
 use crate::health::{EndpointHealth, ProbeAuth, ProviderHealth};
+use crate::tls::UpstreamTls;
 use crate::RoutingError;
 
 /// Weight of a new sample in the time-to-first-byte average: 0.3 follows a shift in
@@ -27,7 +28,7 @@ const EWMA_WEIGHT: f64 = 0.3;
 /// Every provider's runtime state.
 #[derive(Debug)]
 pub struct Upstreams {
-    providers: BTreeMap<String, ProviderPool>,
+    providers: BTreeMap<String, Arc<ProviderPool>>,
 }
 
 impl Upstreams {
@@ -35,18 +36,35 @@ impl Upstreams {
         let providers = cfg
             .providers
             .iter()
-            .map(|(name, p)| Ok((name.clone(), ProviderPool::from_config(name, p)?)))
+            .map(|(name, p)| Ok((name.clone(), Arc::new(ProviderPool::from_config(name, p)?))))
             .collect::<Result<_, RoutingError>>()?;
         Ok(Self { providers })
     }
 
+    /// Takes over the pools of `previous` (a config reload's predecessor) whose provider
+    /// definition, TLS files included, did not change, so their circuit breakers, health,
+    /// latency averages, key cool-downs and requests in flight carry on. Returns the names
+    /// of the providers kept.
+    pub fn keep_unchanged(&mut self, previous: &Upstreams) -> Vec<String> {
+        let mut kept = Vec::new();
+        for (name, pool) in &mut self.providers {
+            if let Some(old) = previous.providers.get(name) {
+                if old.definition == pool.definition && old.tls == pool.tls {
+                    *pool = old.clone();
+                    kept.push(name.clone());
+                }
+            }
+        }
+        kept
+    }
+
     pub fn provider(&self, name: &str) -> Option<&ProviderPool> {
-        self.providers.get(name)
+        self.providers.get(name).map(|p| &**p)
     }
 
     /// Providers in name order.
     pub fn providers(&self) -> impl Iterator<Item = (&str, &ProviderPool)> {
-        self.providers.iter().map(|(n, p)| (n.as_str(), p))
+        self.providers.iter().map(|(n, p)| (n.as_str(), &**p))
     }
 
     /// A snapshot for `/admin/upstreams`. Secrets never appear in it.
@@ -65,6 +83,9 @@ impl Upstreams {
 
 /// The endpoints and keys of one provider.
 pub struct ProviderPool {
+    /// The config it was built from, to tell an unchanged provider on reload.
+    definition: ProviderConfig,
+    tls: Option<Arc<UpstreamTls>>,
     endpoints: Vec<EndpointState>,
     keys: Vec<KeyState>,
     next_endpoint: AtomicUsize,
@@ -181,6 +202,13 @@ impl ProviderPool {
             kind: cfg.kind,
             key,
         });
+        let tls = cfg
+            .tls
+            .as_ref()
+            .map(UpstreamTls::load)
+            .transpose()
+            .map_err(|p| RoutingError::config(format!("providers.{name}.tls"), p))?
+            .map(Arc::new);
         let mut endpoints = Vec::with_capacity(cfg.endpoints.len());
         for (i, url) in cfg.endpoints.iter().enumerate() {
             let path = format!("providers.{name}.endpoints[{i}]");
@@ -188,7 +216,7 @@ impl ProviderPool {
             let health = cfg
                 .health_check
                 .as_ref()
-                .map(|hc| EndpointHealth::new(&ep, hc, first_key))
+                .map(|hc| EndpointHealth::new(&ep, hc, first_key, tls.as_deref()))
                 .transpose()
                 .map_err(|p| RoutingError::config(format!("providers.{name}.health_check"), p))?;
             endpoints.push(EndpointState {
@@ -220,6 +248,8 @@ impl ProviderPool {
             })
             .collect();
         Ok(Self {
+            definition: cfg.clone(),
+            tls,
             endpoints,
             keys,
             next_endpoint: AtomicUsize::new(0),
@@ -228,8 +258,15 @@ impl ProviderPool {
         })
     }
 
-    pub(crate) fn health(&self) -> Option<Arc<ProviderHealth>> {
+    /// The provider's active health checks; `None` without `health_check`.
+    pub fn health(&self) -> Option<Arc<ProviderHealth>> {
         self.health.clone()
+    }
+
+    /// What every connection to this provider's `https` endpoints must use beyond the
+    /// defaults; `None` without `tls`.
+    pub fn tls(&self) -> Option<&UpstreamTls> {
+        self.tls.as_deref()
     }
 
     pub fn endpoint_count(&self) -> usize {
