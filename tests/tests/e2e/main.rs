@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod edge;
 mod failover;
 mod guardrails;
 mod large;
