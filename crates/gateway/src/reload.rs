@@ -86,7 +86,7 @@ pub struct Loaded {
 }
 
 /// What a successful reload did.
-#[derive(serde::Serialize)]
+#[derive(Debug, serde::Serialize)]
 pub struct Reloaded {
     pub hash: String,
     /// Providers whose runtime state carried over.
@@ -414,5 +414,105 @@ impl BackgroundService for Lifecycle {
         let ledger = self.ledger.clone();
         let _ = tokio::task::spawn_blocking(move || ledger.close(LEDGER_DRAIN)).await;
         std::process::exit(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+server: { listen: ["127.0.0.1:0"] }
+providers:
+  a: { kind: openai, endpoints: ["http://127.0.0.1:1"] }
+  b: { kind: openai, endpoints: ["http://127.0.0.1:2"] }
+models:
+  m: { provider: a, model: up }
+"#;
+
+    struct File(PathBuf);
+
+    impl File {
+        fn new(tag: &str, text: &str) -> File {
+            let path = std::env::temp_dir()
+                .join(format!("tollgate-reload-{tag}-{}.yaml", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            File(path)
+        }
+    }
+
+    impl Drop for File {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn reloader(file: &File) -> Reloader {
+        let source = ConfigSource::read(&file.0).unwrap();
+        let snapshot = Snapshot::build(source.parse(&file.0).unwrap()).unwrap();
+        let slot = Arc::new(ArcSwap::from_pointee(snapshot));
+        Reloader::new(Some(file.0.clone()), slot, source.hash, None).unwrap()
+    }
+
+    #[test]
+    fn a_reload_swaps_keeps_unchanged_providers_and_names_start_time_settings() {
+        let file = File::new("ok", CONFIG);
+        let reloader = reloader(&file);
+        let before = reloader.loaded();
+        let pinned = reloader.snapshot.load_full();
+        assert_eq!(reloader.in_flight(), 1, "one request holds the snapshot");
+
+        let changed = CONFIG
+            .replace("127.0.0.1:2", "127.0.0.1:3")
+            .replace("127.0.0.1:0", "127.0.0.1:8080");
+        std::fs::write(&file.0, changed).unwrap();
+        let done = reloader.reload().unwrap();
+        assert_eq!(done.providers_kept, ["a"]);
+        assert_eq!(done.restart_needed, ["server.listen"]);
+        assert_ne!(done.hash, before.hash);
+        assert_eq!(reloader.loaded().reloads, 1);
+        assert!(std::ptr::eq(
+            pinned.upstreams.provider("a").unwrap(),
+            reloader.snapshot.load().upstreams.provider("a").unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            &reloader.upstreams().borrow(),
+            &reloader.snapshot.load().upstreams
+        ));
+        assert_eq!(reloader.in_flight(), 1, "the old snapshot is still pinned");
+        drop(pinned);
+        assert_eq!(reloader.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_file_with_problems_changes_nothing() {
+        let file = File::new("bad", CONFIG);
+        let reloader = reloader(&file);
+        let before = reloader.loaded();
+        std::fs::write(&file.0, CONFIG.replace("provider: a", "provider: nope")).unwrap();
+        let problems = reloader.reload().unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].contains(".yaml:7: models.m.provider: unknown provider 'nope'"),
+            "{problems:?}"
+        );
+        assert_eq!(reloader.loaded().hash, before.hash);
+        let metrics = String::from_utf8(reloader.render_metrics()).unwrap();
+        assert!(
+            metrics.contains("tollgate_config_reloads_total{result=\"invalid\"} 1"),
+            "{metrics}"
+        );
+    }
+
+    #[test]
+    fn draining_never_turns_ready_again() {
+        let readiness = Readiness::default();
+        assert_eq!(readiness.state(), "starting");
+        readiness.set(READY);
+        assert!(readiness.is_ready());
+        readiness.set(DRAINING);
+        readiness.set(READY);
+        assert_eq!(readiness.state(), "draining");
+        assert!(!readiness.is_ready());
     }
 }
