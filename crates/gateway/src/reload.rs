@@ -381,6 +381,8 @@ pub struct Lifecycle {
     pub readiness: Arc<Readiness>,
     pub reloader: Arc<Reloader>,
     pub ledger: Arc<tollgate_ledger::Ledger>,
+    /// Flushed once drained: spans of the last requests end after the shutdown began.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     pub phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
 }
 
@@ -412,7 +414,14 @@ impl BackgroundService for Lifecycle {
         }
         tracing::info!("drained: no request in flight; exiting");
         let ledger = self.ledger.clone();
-        let _ = tokio::task::spawn_blocking(move || ledger.close(LEDGER_DRAIN)).await;
+        let telemetry = self.telemetry.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            ledger.close(LEDGER_DRAIN);
+            if let Some(telemetry) = telemetry {
+                telemetry.flush();
+            }
+        })
+        .await;
         std::process::exit(0);
     }
 }

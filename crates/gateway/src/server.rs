@@ -191,7 +191,7 @@ fn launch(config: Config, source: Option<(PathBuf, String)>, upgrade: bool) -> E
         admin.add_tcp(addr);
         server.add_service(admin);
     }
-    if let Some(telemetry) = telemetry_flush {
+    if let Some(telemetry) = telemetry_flush.clone() {
         server.add_service(background_service(
             "tollgate telemetry flush",
             crate::telemetry::FlushOnShutdown(telemetry),
@@ -211,6 +211,7 @@ fn launch(config: Config, source: Option<(PathBuf, String)>, upgrade: bool) -> E
             readiness,
             reloader,
             ledger,
+            telemetry: telemetry_flush.clone(),
             phases: Mutex::new(Some(phases)),
         },
     ));
