@@ -159,9 +159,10 @@ pub struct Gateway {
     pub url: String,
     pub admin_url: String,
     pub config_path: PathBuf,
+    // Declared before `dir`: the process stops before its directory is removed.
+    _proc: Proc,
     /// Holds the config and, unless the config names another place, the ledger.
     pub dir: TempDir,
-    _proc: Proc,
 }
 
 impl Gateway {
@@ -438,5 +439,38 @@ impl Gateway {
     /// the totals `/admin/usage` reports by `by`.
     pub async fn usage(&self, by: &str) -> Value {
         get_json(&format!("{}/admin/usage?by={by}", self.admin_url)).await
+    }
+}
+
+// === Redis ===
+
+/// A `redis-server` on a free loopback port, without persistence; stopped when dropped.
+pub struct RedisServer {
+    pub url: String,
+    pub port: u16,
+    _proc: Proc,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (installed by scripts/setup.sh)");
+        let proc = Proc(child);
+        let ready = eventually(Duration::from_secs(10), || async move {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+        assert!(ready, "redis-server did not start on port {port}");
+        RedisServer {
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            _proc: proc,
+        }
     }
 }

@@ -37,6 +37,41 @@ pub struct Config {
     /// Named guardrails, applied by the routes that list them.
     #[serde(default)]
     pub guardrails: BTreeMap<String, crate::GuardrailConfig>,
+    /// The response cache's store; routes opt in with their own `cache:`. Off when absent.
+    #[serde(default)]
+    pub cache: Option<tollgate_cache::CacheConfig>,
+    /// Rate limits, checked top-down; every limit that matches applies.
+    #[serde(default)]
+    pub limits: Vec<tollgate_policy::LimitConfig>,
+    /// Spending limits in USD per key, user, team or tag and calendar period.
+    #[serde(default)]
+    pub budgets: Vec<tollgate_policy::BudgetConfig>,
+    /// Where limit and budget counters live: this node's memory, or Redis for several.
+    #[serde(default)]
+    pub state: tollgate_policy::StateConfig,
+    /// Gateway keys managed through the admin API, besides those in `keys:`. Off when
+    /// absent.
+    #[serde(default)]
+    pub managed_keys: Option<ManagedKeysConfig>,
+}
+
+/// Where managed keys are stored (hashed): SQLite for one node, PostgreSQL for several.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedKeysConfig {
+    /// `sqlite` or `postgres`. (default sqlite)
+    #[serde(default)]
+    pub store: LedgerSink,
+    /// SQLite database file. (default data/keys.db)
+    #[serde(default = "default_keys_path")]
+    pub path: std::path::PathBuf,
+    /// PostgreSQL connection URL; required for `postgres`.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+fn default_keys_path() -> std::path::PathBuf {
+    std::path::PathBuf::from("data/keys.db")
 }
 
 /// OTLP/HTTP (JSON) trace export.
@@ -539,6 +574,9 @@ pub struct RouteConfig {
     /// Names from `guardrails:`, applied in this order.
     #[serde(default)]
     pub guardrails: Vec<String>,
+    /// Response caching for this route (needs the top-level `cache:`). Off when absent.
+    #[serde(default)]
+    pub cache: Option<tollgate_cache::RouteCacheConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -762,6 +800,17 @@ pub struct KeyConfig {
     /// Route names this key may be served by; empty allows all.
     #[serde(default)]
     pub routes: Vec<String>,
+    /// `admin` keys may also call the admin API. (default user)
+    #[serde(default)]
+    pub role: KeyRole,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRole {
+    #[default]
+    User,
+    Admin,
 }
 
 /// A string or a list of strings. A visitor rather than an untagged enum, so errors say

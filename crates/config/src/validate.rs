@@ -86,6 +86,8 @@ impl Config {
         for (name, guardrail) in &self.guardrails {
             check.guardrail(name, guardrail);
         }
+        check.cache();
+        check.policy();
         check.routes();
         check.keys();
         check.problems
@@ -533,6 +535,107 @@ impl Checker<'_> {
             self.route_targets(&base, route);
             self.route_retry_and_timeouts(&base, route);
             self.route_guardrails(&base, route);
+            if let Some(cache) = &route.cache {
+                for problem in cache.validate(self.config.cache.as_ref()) {
+                    let path = problem
+                        .path
+                        .iter()
+                        .fold(base.clone().key("cache"), |p, k| p.key(*k));
+                    self.report(path, problem.message);
+                }
+            }
+        }
+    }
+
+    // === limits, budgets, state ===
+
+    fn policy(&mut self) {
+        let policy = tollgate_policy::PolicyConfig {
+            limits: self.config.limits.clone(),
+            budgets: self.config.budgets.clone(),
+            state: self.config.state.clone(),
+        };
+        for problem in policy.validate() {
+            let path = problem
+                .path
+                .iter()
+                .fold(KeyPath::root(), |p, part| match part {
+                    tollgate_policy::PathPart::Key(k) => p.key(k.clone()),
+                    tollgate_policy::PathPart::Index(i) => p.index(*i),
+                });
+            self.report(path, problem.message);
+        }
+        let downgrades = self
+            .config
+            .limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| ("limits", i, l.downgrade_to.as_ref()))
+            .chain(
+                self.config
+                    .budgets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| ("budgets", i, b.downgrade_to.as_ref())),
+            );
+        let mut problems = Vec::new();
+        for (section, i, model) in downgrades {
+            if let Some(model) = model {
+                if !self.config.models.contains_key(model) {
+                    let known = known(self.config.models.keys());
+                    problems.push((
+                        KeyPath::root().key(section).index(i).key("downgrade_to"),
+                        format!("unknown model '{model}' {known}"),
+                    ));
+                }
+            }
+        }
+        for (path, message) in problems {
+            self.report(path, message);
+        }
+        if let Some(keys) = &self.config.managed_keys {
+            if keys.store == LedgerSink::Postgres
+                && keys.url.as_deref().is_none_or(|u| u.trim().is_empty())
+            {
+                self.report(
+                    KeyPath::root().key("managed_keys").key("url"),
+                    "the postgres store needs a url, e.g. postgres://user:${PGPASSWORD}@host/db",
+                );
+            }
+        }
+    }
+
+    // === cache ===
+
+    fn cache(&mut self) {
+        let Some(cache) = &self.config.cache else {
+            return;
+        };
+        let base = KeyPath::root().key("cache");
+        for problem in cache.validate() {
+            let path = problem.path.iter().fold(base.clone(), |p, k| p.key(*k));
+            self.report(path, problem.message);
+        }
+        if let Some(semantic) = &cache.semantic {
+            let path = base.key("semantic").key("embedding_model");
+            match self.config.models.get(&semantic.embedding_model) {
+                None => {
+                    let known = known(self.config.models.keys());
+                    self.report(
+                        path,
+                        format!("unknown model '{}' {known}", semantic.embedding_model),
+                    );
+                }
+                Some(model) if model.mode != ModelMode::Embeddings => self.report(
+                    path,
+                    format!(
+                        "'{}' is {} model; semantic caching needs an embeddings model",
+                        semantic.embedding_model,
+                        mode_name(model.mode)
+                    ),
+                ),
+                Some(_) => {}
+            }
         }
     }
 

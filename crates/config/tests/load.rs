@@ -773,6 +773,34 @@ routes:
     ));
 }
 
+#[test]
+fn cache_blocks_load_and_their_problems_are_located() {
+    let yaml = with_catalog(
+        "\
+cache: { store: memory, max_bytes: 1048576, semantic: { embedding_model: embed } }
+routes:
+  - { name: r, match: { model: m }, targets: [{ model: mini }], cache: { ttl: 10m, semantic: { threshold: 0.9 } } }
+",
+    );
+    let config = parse(&yaml, ORIGIN).unwrap();
+    let route_cache = config.routes[0].cache.as_ref().unwrap();
+    assert!(route_cache.enabled);
+    assert_eq!(route_cache.ttl, std::time::Duration::from_secs(600));
+    check(&with_catalog(
+        "\
+cache:
+  semantic:
+    embedding_model: mini # <- cache.semantic.embedding_model: 'mini' is a chat model
+routes:
+  - name: r
+    targets: [{ model: mini }]
+    cache:
+      semantic:
+        threshold: 2 # <- routes[0].cache.semantic.threshold:
+",
+    ));
+}
+
 // === server: TLS, connections, shutdown and upgrade ===
 
 /// A directory with a certificate and key made for the test, and a file that is not PEM.
@@ -903,4 +931,33 @@ server:
     listen: []  # <- server.tls.listen: at least one address is required
 ",
     );
+}
+
+#[test]
+fn limits_budgets_state_and_managed_keys_load_and_are_checked() {
+    let yaml = with_catalog(
+        "\
+limits:
+  - { name: team-rpm, scope: team, rpm: 60, tpm: 100000, on_exceed: downgrade, downgrade_to: mini }
+budgets:
+  - { name: monthly, scope: team, usd: 500, period: monthly, alerts: [0.8, 1.0] }
+state: { backend: memory }
+managed_keys: { store: sqlite, path: data/keys.db }
+",
+    );
+    let config = parse(&yaml, ORIGIN).unwrap();
+    assert_eq!(config.limits[0].name, "team-rpm");
+    assert_eq!(config.budgets.len(), 1);
+    assert!(config.managed_keys.is_some());
+    check(&with_catalog(
+        "\
+limits:
+  - name: x
+    scope: team
+    rpm: 10
+    on_exceed: downgrade
+    downgrade_to: nowhere # <- limits[0].downgrade_to: unknown model 'nowhere'
+managed_keys: { store: postgres } # <- managed_keys.url: the postgres store needs a url
+",
+    ));
 }

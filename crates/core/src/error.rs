@@ -108,6 +108,8 @@ pub struct GatewayError {
     pub param: Option<String>,
     /// Seconds the client should wait before retrying (sent as `Retry-After`).
     pub retry_after: Option<u64>,
+    /// More response headers, e.g. the `x-ratelimit-*` state of a refused request.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 #[derive(Serialize)]
@@ -146,6 +148,7 @@ impl GatewayError {
             code: None,
             param: None,
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -156,6 +159,11 @@ impl GatewayError {
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());
+        self
+    }
+
+    pub fn with_headers(mut self, headers: Vec<(&'static str, String)>) -> Self {
+        self.headers = headers;
         self
     }
 

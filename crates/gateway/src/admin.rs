@@ -21,6 +21,8 @@ pub struct Admin {
     pub ledger: Arc<tollgate_ledger::Ledger>,
     pub reloader: Arc<Reloader>,
     pub readiness: Arc<Readiness>,
+    pub cache: Option<Arc<crate::cache::ResponseCache>>,
+    pub policy: crate::policy::PolicyHandles,
 }
 
 #[async_trait]
@@ -29,6 +31,18 @@ impl ServeHttp for Admin {
         let path = session.req_header().uri.path().to_owned();
         let query = session.req_header().uri.query().unwrap_or("").to_owned();
         let mut content_type = "application/json";
+        let mut actor = String::new();
+        if path.starts_with("/admin/") {
+            match crate::admin_policy::authorize(&self.snapshot.load(), &self.policy, session) {
+                Ok(name) => actor = name,
+                Err((status, body)) => return answer(status, content_type, body),
+            }
+        }
+        if let Some((status, body)) =
+            crate::admin_policy::handle(&self.policy, session, &path, &query, &actor).await
+        {
+            return answer(status, content_type, body);
+        }
         let (status, body) = match path.as_str() {
             "/healthz" => (StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
             "/readyz" => self.readyz(),
@@ -42,6 +56,7 @@ impl ServeHttp for Admin {
                 (StatusCode::OK, body)
             }
             "/admin/usage" => self.usage(&query).await,
+            "/admin/cache/purge" => self.purge_cache(session).await,
             "/admin/upstreams" => {
                 let snap = self.snapshot.load();
                 let status = snap.upstreams.status(Instant::now());
@@ -59,14 +74,21 @@ impl ServeHttp for Admin {
                 .openai_body(),
             ),
         };
-        Response::builder()
-            .status(status)
-            .header(http::header::CONTENT_TYPE, content_type)
-            .header(http::header::CONTENT_LENGTH, body.len())
-            .body(body)
-            .unwrap_or_default()
+        answer(status, content_type, body)
     }
 }
+
+fn answer(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .unwrap_or_default()
+}
+
+/// Largest admin request body read (a purge names one route, tag or key).
+const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> (StatusCode, Vec<u8>) {
     (status, serde_json::to_vec(value).unwrap_or_default())
@@ -118,6 +140,59 @@ impl Admin {
 const USAGE_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Admin {
+    /// `POST /admin/cache/purge` with `{"route": …}`, `{"tag": "name=value"}` or
+    /// `{"key": "<hex>"}`: removes those entries; answers how many.
+    async fn purge_cache(&self, session: &mut ServerSession) -> (StatusCode, Vec<u8>) {
+        let bad = |message: &str| {
+            let err = tollgate_core::GatewayError::invalid_request(message);
+            (StatusCode::BAD_REQUEST, err.openai_body())
+        };
+        if session.req_header().method != http::Method::POST {
+            return bad("POST a JSON object naming one route, tag or key");
+        }
+        let Some(cache) = &self.cache else {
+            return bad("no cache is configured");
+        };
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            if body.len() + chunk.len() > MAX_ADMIN_BODY_BYTES {
+                return bad("the request body is too large");
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let Ok(request) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return bad("the body must be a JSON object");
+        };
+        let text = |name: &str| {
+            request
+                .get(name)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        let purge = match (text("route"), text("tag"), text("key")) {
+            (Some(route), None, None) => tollgate_cache::Purge::Route(route),
+            (None, Some(tag), None) => tollgate_cache::Purge::Tag(tag),
+            (None, None, Some(key)) => match tollgate_cache::CacheKey::from_hex(&key) {
+                Some(key) => tollgate_cache::Purge::Key(key),
+                None => return bad("key must be a cache key in hex"),
+            },
+            _ => return bad("name exactly one of route, tag or key"),
+        };
+        match cache.purge(&purge).await {
+            Ok(removed) => (
+                StatusCode::OK,
+                serde_json::to_vec(&serde_json::json!({ "purged": removed })).unwrap_or_default(),
+            ),
+            Err(message) => {
+                let err = tollgate_core::GatewayError::new(
+                    tollgate_core::ErrorKind::Unavailable,
+                    message,
+                );
+                (StatusCode::SERVICE_UNAVAILABLE, err.openai_body())
+            }
+        }
+    }
+
     /// `GET /admin/usage?by=team&since=2026-11-01&until=2026-12-01`: totals per group.
     async fn usage(&self, query: &str) -> (StatusCode, Vec<u8>) {
         let mut by = "team".to_owned();

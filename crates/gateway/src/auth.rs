@@ -16,10 +16,28 @@ pub struct GatewayKey {
     pub user: Option<String>,
     pub models: Vec<String>,
     pub routes: Vec<String>,
+    /// May call the admin API.
+    pub admin: bool,
+    /// A managed key's lifetime request cap.
+    pub max_requests: Option<u64>,
     digest: [u8; 32],
 }
 
 impl GatewayKey {
+    /// A managed key as the request path sees it.
+    pub fn managed(key: &tollgate_policy::ManagedKey) -> Self {
+        Self {
+            name: Arc::from(key.name.as_str()),
+            team: Some(key.team.clone()),
+            user: key.user.clone(),
+            models: key.models.clone(),
+            routes: key.routes.clone(),
+            admin: key.role == tollgate_policy::Role::Admin,
+            max_requests: key.max_requests,
+            digest: [0; 32],
+        }
+    }
+
     /// What routing needs to know of the key.
     pub fn scope(&self) -> tollgate_routing::KeyScope<'_> {
         tollgate_routing::KeyScope {
@@ -53,6 +71,8 @@ impl KeyStore {
                 user: key.user.clone(),
                 models: key.models.clone(),
                 routes: key.routes.clone(),
+                admin: key.role == tollgate_config::KeyRole::Admin,
+                max_requests: None,
                 digest,
             }));
         }
@@ -70,6 +90,11 @@ impl KeyStore {
             }
         }
         found
+    }
+
+    /// Whether some key in the config may call the admin API.
+    pub fn has_admin(&self) -> bool {
+        self.keys.iter().any(|k| k.admin)
     }
 }
 
@@ -119,6 +144,7 @@ mod tests {
             user: None,
             models: vec![],
             routes: vec![],
+            role: tollgate_config::KeyRole::User,
         }])
         .unwrap()
     }

@@ -13,11 +13,12 @@ use pingora_error::ErrorType;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use tollgate_core::{ErrorKind, GatewayError};
-use tollgate_ledger::Attempt as LedgerAttempt;
+use tollgate_ledger::{Attempt as LedgerAttempt, CacheStatus};
 use tollgate_providers::{
-    classify_error, translate_response, upstream_request, Credentials,
-    ErrorType as UpstreamErrorType, IngressRequest, ProviderError, ProviderKind, ResponseMeta,
-    StreamStep, StreamTranslator, Target, UpstreamError, UpstreamErrorClass, UpstreamRequest,
+    classify_error, translate_response, upstream_request, Credentials, Dialect,
+    ErrorType as UpstreamErrorType, IngressRequest, Operation, ProviderError, ProviderKind,
+    ResponseMeta, StreamStep, StreamTranslator, Target, UpstreamError, UpstreamErrorClass,
+    UpstreamRequest,
 };
 use tollgate_routing::{
     AttemptRecord, Attempts, Candidate, EndpointPick, Failure, KeyPick, Plan, ProviderPool,
@@ -26,6 +27,7 @@ use tollgate_routing::{
 use tollgate_sse::eventstream::{EventStreamDecoder, Message};
 use tollgate_sse::{SseDecoder, SseEvent};
 
+use crate::cache::{header_value, StreamTap};
 use crate::guardrails::{AnswerRefused, InvalidJson};
 use crate::proxy::{respond_error, retry_after_secs, Gateway, RequestCtx};
 use crate::snapshot::{ProviderWire, Snapshot};
@@ -278,7 +280,8 @@ impl Exchange<'_> {
         endpoint: &EndpointPick,
         key: Option<&KeyPick>,
     ) -> Result<UpstreamRequest, GatewayError> {
-        let mut request = build_request(self.ingress, wire, candidate, endpoint, key)?;
+        let mut request =
+            build_request(self.ingress, wire, &candidate.upstream_model, endpoint, key)?;
         if let (Some(telemetry), Some(span)) = (&self.gateway.telemetry, &ctx.span) {
             request.headers.extend(telemetry.propagation_headers(span));
             ctx.span_info.provider_kind = Some(wire.kind.name());
@@ -315,7 +318,7 @@ impl Exchange<'_> {
         upstream.set_write_timeout(Some(timeouts.idle));
         upstream.set_read_timeout(Some(timeouts.first_token));
 
-        let Some(header) = request_header(endpoint, &request, ctx) else {
+        let Some(header) = request_header(endpoint, &request, ctx.id.as_str()) else {
             return Attempt::Failed(Failure::Other);
         };
         let sent = async {
@@ -435,6 +438,12 @@ impl Exchange<'_> {
         set_outcome(ctx, "ok", Some(status));
         self.gateway.settle(self.snapshot, ctx).await;
         let _ = header.insert_header("x-tollgate-cost", ctx.accounting.cost.to_string());
+        if let (Some(cache), Some(fill)) = (&self.gateway.cache, ctx.cache_fill.take()) {
+            if let Some(entry) = crate::cache::entry_of_body(ctx.dialect, &body) {
+                let entry = entry.with_cost(Some(ctx.accounting.cost));
+                cache.store(fill, entry, &self.gateway.metrics).await;
+            }
+        }
         if session
             .write_response_header(Box::new(header), false)
             .await
@@ -463,6 +472,9 @@ impl Exchange<'_> {
         upstream.set_read_timeout(Some(timeouts.first_token));
         let _active = self.gateway.metrics.stream_started();
         let mut relay = StreamRelay::new(framing, translator);
+        if ctx.cache_fill.is_some() {
+            relay.tap = Some(StreamTap::new(ctx.dialect));
+        }
         let mut first_byte = true;
         let end = loop {
             let read =
@@ -511,6 +523,15 @@ impl Exchange<'_> {
                 ctx.status = 200;
                 set_outcome(ctx, "ok", Some(200));
                 self.gateway.settle(self.snapshot, ctx).await;
+                if let (Some(cache), Some(fill), Some(mut tap)) =
+                    (&self.gateway.cache, ctx.cache_fill.take(), relay.tap.take())
+                {
+                    tap.push(&relay.out);
+                    if let Some(entry) = tap.finish(ctx.usage) {
+                        let entry = entry.with_cost(Some(ctx.accounting.cost));
+                        cache.store(fill, entry, &self.gateway.metrics).await;
+                    }
+                }
                 if let Err(gone) = relay.flush(session, ctx).await {
                     return gone;
                 }
@@ -598,6 +619,8 @@ struct StreamRelay {
     has_output: bool,
     header_sent: bool,
     saw_done: bool,
+    /// Records what the client gets, when the answer is to be cached.
+    tap: Option<StreamTap>,
 }
 
 impl StreamRelay {
@@ -614,6 +637,7 @@ impl StreamRelay {
             has_output: false,
             header_sent: false,
             saw_done: false,
+            tap: None,
         }
     }
 
@@ -694,6 +718,9 @@ impl StreamRelay {
         if self.out.is_empty() {
             return Ok(());
         }
+        if let Some(tap) = &mut self.tap {
+            tap.push(&self.out);
+        }
         let chunk = Bytes::from(std::mem::take(&mut self.out));
         session
             .write_response_body(Some(chunk), false)
@@ -723,7 +750,90 @@ fn response_header(
     if let Some(model) = &ctx.model {
         header.insert_header("x-tollgate-model", &**model).ok()?;
     }
+    for (name, value) in &ctx.rate_headers {
+        header.insert_header(*name, value.as_str()).ok()?;
+    }
+    if ctx.accounting.cache != CacheStatus::Off {
+        header
+            .insert_header("x-tollgate-cache", header_value(ctx.accounting.cache))
+            .ok()?;
+    }
     Some(header)
+}
+
+/// Longest time the semantic cache waits for an embedding; past it the request is served
+/// as a miss.
+const EMBED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The embedding of `text` by the catalog model `model`, for the semantic cache: one
+/// attempt on one endpoint of its provider, on the gateway's own behalf. `None` on any
+/// failure (the request is then served as a cache miss).
+pub async fn embed(
+    gateway: &Gateway,
+    snap: &Snapshot,
+    model: &str,
+    text: &str,
+    request_id: &str,
+) -> Option<Vec<f32>> {
+    let catalog = snap.router.model(model)?;
+    let pool = snap.upstreams.provider(&catalog.provider)?;
+    let wire = snap.providers.get(&*catalog.provider)?;
+    let started = Instant::now();
+    let deadline = started + EMBED_TIMEOUT;
+    let endpoint = pool.pick_endpoint(&[], started)?;
+    let key = pool.pick_key(started).ok()?;
+    let body = serde_json::json!({ "model": model, "input": text }).to_string();
+    let ingress =
+        IngressRequest::parse(Dialect::OpenAi, Operation::Embeddings, body.as_bytes()).ok()?;
+    let request = build_request(
+        &ingress,
+        wire,
+        &catalog.upstream_model,
+        &endpoint,
+        key.as_ref(),
+    )
+    .ok()?;
+    let header = request_header(&endpoint, &request, request_id)?;
+    let peer = peer_for(&endpoint, EMBED_TIMEOUT, pool, snap).await?;
+    let connector = &gateway.connector;
+    let exchange = async {
+        let (mut upstream, _) = connector.get_http_session(&peer).await.ok()?;
+        upstream.write_request_header(Box::new(header)).await.ok()?;
+        upstream
+            .write_request_body(Bytes::from(request.body), true)
+            .await
+            .ok()?;
+        upstream.finish_request_body().await.ok()?;
+        upstream.read_response_header().await.ok()?;
+        let status = upstream.response_header()?.status.as_u16();
+        let body = read_all(&mut upstream, MAX_RESPONSE_BYTES, deadline)
+            .await
+            .ok()?;
+        if status != 200 {
+            return None;
+        }
+        connector
+            .release_http_session(upstream, &peer, peer.options.idle_timeout)
+            .await;
+        Some(body)
+    };
+    let body = tokio::time::timeout_at(deadline.into(), exchange)
+        .await
+        .ok()??;
+    pool.record_success(endpoint.index, started.elapsed());
+    let meta = ResponseMeta {
+        request_id,
+        created: unix_now(),
+        model: &catalog.upstream_model,
+    };
+    let translated = translate_response(wire.kind, &ingress, &body, &meta).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&translated.body).ok()?;
+    value
+        .pointer("/data/0/embedding")?
+        .as_array()?
+        .iter()
+        .map(|v| v.as_f64().map(|f| f as f32))
+        .collect()
 }
 
 /// Cool-down for a key answered with 429 and no Retry-After.
@@ -814,7 +924,7 @@ fn response_text(body: &[u8]) -> String {
 fn build_request(
     ingress: &IngressRequest,
     wire: &ProviderWire,
-    candidate: &Candidate,
+    upstream_model: &str,
     endpoint: &EndpointPick,
     key: Option<&KeyPick>,
 ) -> Result<UpstreamRequest, GatewayError> {
@@ -829,7 +939,7 @@ fn build_request(
     let host = host_header(endpoint);
     let target = Target {
         kind: wire.kind,
-        upstream_model: &candidate.upstream_model,
+        upstream_model,
         path_prefix: &endpoint.path_prefix,
         host: &host,
         credentials,
@@ -950,7 +1060,7 @@ async fn peer_for(
 fn request_header(
     endpoint: &EndpointPick,
     request: &UpstreamRequest,
-    ctx: &RequestCtx,
+    request_id: &str,
 ) -> Option<RequestHeader> {
     let mut header = RequestHeader::build(
         "POST",
@@ -962,7 +1072,7 @@ fn request_header(
     header
         .insert_header("content-length", request.body.len().to_string())
         .ok()?;
-    header.insert_header("x-request-id", ctx.id.as_str()).ok()?;
+    header.insert_header("x-request-id", request_id).ok()?;
     header
         .insert_header(
             "user-agent",

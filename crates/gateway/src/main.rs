@@ -2,11 +2,14 @@
 //! subcommand; everything with Pingora in it lives in this crate only.
 
 mod admin;
+mod admin_policy;
 mod auth;
+mod cache;
 mod demo;
 mod forward;
 mod guardrails;
 mod metrics;
+mod policy;
 mod proxy;
 mod reload;
 mod resolve;

@@ -29,6 +29,13 @@ pub struct Metrics {
     circuit_state: IntGaugeVec,
     endpoint_healthy: IntGaugeVec,
     guardrail_actions: IntCounterVec,
+    cache_requests: IntCounterVec,
+    cache_saved_tokens: IntCounterVec,
+    cache_saved_cost: CounterVec,
+    cache_errors: IntCounter,
+    limit_rejections: IntCounterVec,
+    budget_blocks: IntCounter,
+    budget_alerts: IntCounterVec,
 }
 
 impl Metrics {
@@ -110,6 +117,49 @@ impl Metrics {
                 ),
                 &["guardrail", "entity", "action", "direction"],
             )?,
+            cache_requests: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_cache_requests_total",
+                    "Requests on cached routes by result: hit, semantic-hit, miss, bypass",
+                ),
+                &["route", "result"],
+            )?,
+            cache_saved_tokens: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_cache_saved_tokens_total",
+                    "Tokens cache hits did not spend, by route and direction",
+                ),
+                &["route", "direction"],
+            )?,
+            cache_saved_cost: CounterVec::new(
+                Opts::new(
+                    "tollgate_cache_saved_cost_usd_total",
+                    "USD cache hits did not spend, by route",
+                ),
+                &["route"],
+            )?,
+            cache_errors: IntCounter::new(
+                "tollgate_cache_errors_total",
+                "Cache lookups, stores and embeddings that failed (served as misses)",
+            )?,
+            limit_rejections: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_ratelimit_rejections_total",
+                    "Requests refused by a rate limit, by limit name and kind",
+                ),
+                &["limit", "kind"],
+            )?,
+            budget_blocks: IntCounter::new(
+                "tollgate_budget_blocked_total",
+                "Requests refused because a budget is spent or its scope is killed",
+            )?,
+            budget_alerts: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_budget_alerts_total",
+                    "Budget alert thresholds crossed, by budget",
+                ),
+                &["budget"],
+            )?,
         };
         for collector in metrics.collectors() {
             metrics.registry.register(collector)?;
@@ -131,6 +181,13 @@ impl Metrics {
             Box::new(self.circuit_state.clone()),
             Box::new(self.endpoint_healthy.clone()),
             Box::new(self.guardrail_actions.clone()),
+            Box::new(self.cache_requests.clone()),
+            Box::new(self.cache_saved_tokens.clone()),
+            Box::new(self.cache_saved_cost.clone()),
+            Box::new(self.cache_errors.clone()),
+            Box::new(self.limit_rejections.clone()),
+            Box::new(self.budget_blocks.clone()),
+            Box::new(self.budget_alerts.clone()),
         ]
     }
 
@@ -186,6 +243,52 @@ impl Metrics {
                 .with_label_values(&[&*a.guardrail, &*a.reason, &*a.action, &*a.direction])
                 .inc_by(u64::from(a.count));
         }
+    }
+
+    /// One request on a cached route; `result` is a fixed word.
+    pub fn cache_request(&self, route: &str, result: &str) {
+        self.cache_requests
+            .with_label_values(&[route, result])
+            .inc();
+    }
+
+    /// What one cache hit saved.
+    pub fn cache_saved(
+        &self,
+        route: &str,
+        usage: &tollgate_core::Usage,
+        cost: rust_decimal::Decimal,
+    ) {
+        self.cache_saved_tokens
+            .with_label_values(&[route, "input"])
+            .inc_by(usage.input_tokens);
+        self.cache_saved_tokens
+            .with_label_values(&[route, "output"])
+            .inc_by(usage.output_tokens);
+        if let Some(cost) = rust_decimal::prelude::ToPrimitive::to_f64(&cost) {
+            self.cache_saved_cost
+                .with_label_values(&[route])
+                .inc_by(cost);
+        }
+    }
+
+    /// Labels are limit and budget names from the config.
+    pub fn limit_rejected(&self, limit: &str, kind: &str) {
+        self.limit_rejections
+            .with_label_values(&[limit, kind])
+            .inc();
+    }
+
+    pub fn budget_blocked(&self) {
+        self.budget_blocks.inc();
+    }
+
+    pub fn budget_alert(&self, budget: &str) {
+        self.budget_alerts.with_label_values(&[budget]).inc();
+    }
+
+    pub fn cache_error(&self) {
+        self.cache_errors.inc();
     }
 
     pub fn ledger_error(&self) {

@@ -20,20 +20,25 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::{ProxyHttp, Session};
 use tollgate_core::{ErrorKind, GatewayError, RequestId};
+use tollgate_policy::Subject;
 use tollgate_providers::openai;
 use tollgate_providers::{Dialect, IngressRequest, Operation};
 use tollgate_routing::RouteRequest;
 
 use crate::auth::{presented_secret, GatewayKey};
+use crate::cache::{CacheFill, Lookup, ResponseCache};
 use crate::forward::Exchange;
 use crate::guardrails::AnswerGuard;
 use crate::metrics::{Metrics, RequestDone};
+use crate::policy::{worst_case_cost, Admitted, PolicyHandles};
 use crate::snapshot::Snapshot;
 use crate::tokens::estimate_prompt_tokens;
 use crate::usage::{tags_of, Accounting};
 
 pub struct Gateway {
     snapshot: Arc<ArcSwap<Snapshot>>,
+    pub(crate) cache: Option<Arc<ResponseCache>>,
+    pub(crate) policy: PolicyHandles,
     pub(crate) connector: Connector,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) ledger: Arc<tollgate_ledger::Ledger>,
@@ -47,8 +52,17 @@ impl Gateway {
         ledger: Arc<tollgate_ledger::Ledger>,
         telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     ) -> Self {
+        let cache = snapshot
+            .load()
+            .config
+            .cache
+            .clone()
+            .map(|config| Arc::new(ResponseCache::new(config)));
+        let policy = PolicyHandles::from_config(&snapshot.load().config, ledger.clone());
         Self {
             snapshot,
+            cache,
+            policy,
             connector: Connector::new(None),
             metrics,
             ledger,
@@ -86,6 +100,12 @@ pub struct RequestCtx {
     pub fallback: bool,
     /// What the route's guardrails do to the answer.
     pub answer_guard: Option<Arc<AnswerGuard>>,
+    /// How to cache the answer, when the route caches and the request missed.
+    pub cache_fill: Option<CacheFill>,
+    /// The rate-limit permit and budget reservation the request holds.
+    pub admitted: Option<Admitted>,
+    /// `x-ratelimit-*` headers for the answer.
+    pub rate_headers: Vec<(&'static str, String)>,
 }
 
 #[async_trait]
@@ -112,6 +132,9 @@ impl ProxyHttp for Gateway {
             first_byte: None,
             fallback: false,
             answer_guard: None,
+            cache_fill: None,
+            admitted: None,
+            rate_headers: Vec::new(),
         }
     }
 
@@ -150,6 +173,12 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(snapshot) = ctx.snapshot.clone() {
             self.settle(&snapshot, ctx).await;
+        }
+        if let Some(mut admitted) = ctx.admitted.take() {
+            let tokens = ctx.usage.map_or(0, |u| u.total_tokens());
+            admitted
+                .finish(tokens, ctx.accounting.cost, &self.metrics)
+                .await;
         }
         if let Some(span) = &ctx.span {
             crate::telemetry::end_span(
@@ -263,7 +292,7 @@ impl Gateway {
             ));
         }
 
-        let key = authenticate(session, snap)?;
+        let key = self.authenticate(session, snap)?;
         ctx.key = Some(key.name.clone());
 
         if endpoint == Endpoint::Models {
@@ -276,7 +305,6 @@ impl Gateway {
             _ => Operation::ChatCompletions,
         };
         let mut parsed = IngressRequest::parse(ctx.dialect, op, &body)?;
-        drop(body);
         ctx.accounting.requested_model = Some(parsed.model().to_owned());
         ctx.accounting.team = key.team.clone();
         ctx.accounting.user = key.user.clone();
@@ -336,6 +364,86 @@ impl Gateway {
             ctx.answer_guard = verdict.answer.map(Arc::new);
         }
 
+        if let Some(governance) = &self.policy.governance {
+            let mut subject = Subject {
+                key: key.name.to_string(),
+                user: key.user.clone(),
+                team: key.team.clone(),
+                model: parsed.model().to_owned(),
+                route: Some(plan.route.to_string()),
+                tags: ctx.accounting.tags.clone(),
+                max_requests: key.max_requests,
+            };
+            let max_output = parsed.max_output_tokens();
+            let requested = parsed.model().to_owned();
+            // The requested model's worst case is its most expensive candidate's; a model
+            // it is downgraded to is priced on its own.
+            let worst_case = |model: &str| {
+                let price_of = |name: &str| snap.router.model(name).and_then(|m| m.price.as_ref());
+                if model == requested {
+                    plan.candidates
+                        .iter()
+                        .map(|c| {
+                            worst_case_cost(price_of(&c.model), estimated_prompt_tokens, max_output)
+                        })
+                        .max()
+                        .unwrap_or_default()
+                } else {
+                    worst_case_cost(price_of(model), estimated_prompt_tokens, max_output)
+                }
+            };
+            let admitted = governance
+                .admit(
+                    &mut subject,
+                    estimated_prompt_tokens + max_output.unwrap_or(0),
+                    worst_case,
+                    &self.metrics,
+                )
+                .await?;
+            if let Some(model) = &admitted.downgraded_to {
+                plan = snap.router.plan(
+                    &RouteRequest {
+                        model,
+                        key: key.scope(),
+                        headers: &session.req_header().headers,
+                        metadata: parsed.metadata(),
+                        estimated_prompt_tokens,
+                    },
+                    &snap.upstreams,
+                    Instant::now(),
+                    &mut rand::rng(),
+                )?;
+                ctx.route = Some(plan.route.clone());
+            }
+            if let Some(permit) = &admitted.permit {
+                ctx.rate_headers = permit.rate().to_pairs();
+            }
+            ctx.admitted = Some(admitted);
+        }
+
+        if let (Some(cache), Some(route_cache)) = (&self.cache, snap.route_cache(&plan.route)) {
+            if op == Operation::ChatCompletions && route_cache.enabled {
+                let tenant = key.team.as_deref().unwrap_or(&key.name);
+                let lookup = cache
+                    .lookup(
+                        self,
+                        session,
+                        ctx,
+                        snap,
+                        route_cache,
+                        &parsed,
+                        &body,
+                        tenant,
+                    )
+                    .await;
+                match lookup {
+                    Lookup::Answered => return Ok(()),
+                    Lookup::Miss(fill) => ctx.cache_fill = fill,
+                }
+            }
+        }
+        drop(body);
+
         Exchange {
             gateway: self,
             snapshot: snap,
@@ -355,20 +463,28 @@ enum Endpoint {
     Models,
 }
 
-fn authenticate(
-    session: &Session,
-    snap: &Snapshot,
-) -> std::result::Result<Arc<GatewayKey>, GatewayError> {
-    let secret = presented_secret(&session.req_header().headers).ok_or_else(|| {
-        GatewayError::new(
-            ErrorKind::Authentication,
-            "missing API key: send it as 'Authorization: Bearer <key>', 'x-api-key' or 'api-key'",
-        )
-        .with_code("missing_api_key")
-    })?;
-    snap.keys.authenticate(secret).ok_or_else(|| {
-        GatewayError::new(ErrorKind::Authentication, "invalid API key").with_code("invalid_api_key")
-    })
+impl Gateway {
+    /// The key the client presented: one of the config's, else a managed one.
+    fn authenticate(
+        &self,
+        session: &Session,
+        snap: &Snapshot,
+    ) -> std::result::Result<Arc<GatewayKey>, GatewayError> {
+        let secret = presented_secret(&session.req_header().headers).ok_or_else(|| {
+            GatewayError::new(
+                ErrorKind::Authentication,
+                "missing API key: send it as 'Authorization: Bearer <key>', 'x-api-key' or 'api-key'",
+            )
+            .with_code("missing_api_key")
+        })?;
+        snap.keys
+            .authenticate(secret)
+            .or_else(|| self.policy.managed_key(secret))
+            .ok_or_else(|| {
+                GatewayError::new(ErrorKind::Authentication, "invalid API key")
+                    .with_code("invalid_api_key")
+            })
+    }
 }
 
 async fn list_models(
@@ -459,9 +575,11 @@ pub async fn respond_json(
 /// Answers with the gateway's error in the schema of the client's dialect.
 pub async fn respond_error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayError) {
     ctx.error = Some(err.kind.label());
-    let mut extra = Vec::new();
+    let mut extra = err.headers.clone();
     if let Some(secs) = err.retry_after {
-        extra.push(("retry-after", secs.to_string()));
+        if !extra.iter().any(|(name, _)| *name == "retry-after") {
+            extra.push(("retry-after", secs.to_string()));
+        }
     }
     let body = match ctx.dialect {
         Dialect::OpenAi => err.openai_body(),

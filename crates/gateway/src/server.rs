@@ -163,6 +163,8 @@ fn launch(config: Config, source: Option<(PathBuf, String)>, upgrade: bool) -> E
 
     let mut gateway = Gateway::new(snapshot.clone(), metrics.clone(), ledger.clone(), telemetry);
     gateway.connector = upstream_connector(&server.configuration, &server_cfg);
+    let cache = gateway.cache.clone();
+    let policy = gateway.policy.clone();
     let mut proxy =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "tollgate");
     if let Some(app) = proxy.app_logic_mut() {
@@ -184,6 +186,8 @@ fn launch(config: Config, source: Option<(PathBuf, String)>, upgrade: bool) -> E
                 snapshot,
                 metrics,
                 ledger: ledger.clone(),
+                cache,
+                policy,
                 reloader: reloader.clone(),
                 readiness: readiness.clone(),
             },

@@ -28,6 +28,15 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The cache settings of a route, when it has a `cache:` block.
+    pub fn route_cache(&self, route: &str) -> Option<&tollgate_cache::RouteCacheConfig> {
+        self.config
+            .routes
+            .iter()
+            .find(|r| r.name == route)
+            .and_then(|r| r.cache.as_ref())
+    }
+
     pub fn build(config: Config) -> Result<Self, String> {
         Self::build_after(config, None).map(|(snapshot, _)| snapshot)
     }

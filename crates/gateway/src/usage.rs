@@ -36,6 +36,11 @@ pub struct Accounting {
     /// Usage of an earlier answer to this request that was thrown away (a JSON answer
     /// retried): still spent, so still billed.
     pub discarded_usage: Option<Usage>,
+    pub cache: CacheStatus,
+    /// What a cache hit saved (the answer's cost when it was stored).
+    pub saved_cost: Decimal,
+    /// The model of an answer served from the cache.
+    pub served_model: Option<String>,
     pub time_ms: i64,
 }
 
@@ -91,7 +96,10 @@ impl Gateway {
             tags: acc.tags.clone(),
             route: ctx.route.as_deref().map(str::to_owned),
             requested_model: acc.requested_model.clone().unwrap_or_default(),
-            served_model: ctx.model.as_deref().map(str::to_owned),
+            served_model: acc
+                .served_model
+                .clone()
+                .or_else(|| ctx.model.as_deref().map(str::to_owned)),
             provider: acc.provider.clone(),
             endpoint: acc.endpoint.clone(),
             attempts: acc.attempts.clone(),
@@ -104,7 +112,8 @@ impl Gateway {
             ttft_ms: ctx
                 .first_byte
                 .map(|t| t.saturating_duration_since(ctx.started).as_millis() as u64),
-            cache: CacheStatus::Off,
+            cache: acc.cache,
+            saved_cost: acc.saved_cost,
             guardrails: acc.guardrails.clone(),
         }
     }

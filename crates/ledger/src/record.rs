@@ -58,6 +58,10 @@ pub struct UsageRecord {
     pub ttft_ms: Option<u64>,
     #[serde(default)]
     pub cache: CacheStatus,
+    /// For a cache hit: what the answer would have cost without the cache (its `usage`
+    /// holds the tokens the hit saved; `cost` is zero).
+    #[serde(default)]
+    pub saved_cost: Decimal,
     #[serde(default)]
     pub guardrails: Vec<GuardrailAction>,
 }
@@ -82,6 +86,8 @@ pub enum CacheStatus {
     #[default]
     Off,
     Hit,
+    /// Answered from the entry of a similar earlier request (semantic cache).
+    SemanticHit,
     Miss,
     /// A cache applies but the request opted out or was not cacheable.
     Bypass,
@@ -92,6 +98,7 @@ impl CacheStatus {
         match self {
             Self::Off => "off",
             Self::Hit => "hit",
+            Self::SemanticHit => "semantic_hit",
             Self::Miss => "miss",
             Self::Bypass => "bypass",
         }

@@ -48,6 +48,7 @@ fn record(id: String) -> UsageRecord {
         latency_ms: 1,
         ttft_ms: None,
         cache: CacheStatus::Off,
+        saved_cost: Decimal::ZERO,
         guardrails: Vec::new(),
     }
 }

@@ -40,6 +40,7 @@ fn record(id: &str) -> UsageRecord {
         latency_ms: 3,
         ttft_ms: None,
         cache: CacheStatus::Off,
+        saved_cost: Decimal::ZERO,
         guardrails: Vec::new(),
     }
 }
@@ -97,7 +98,12 @@ fn records_reach_the_sink_and_shipped_segments_are_deleted() {
     assert_eq!(stats.committed_records, 200);
     assert_eq!(stats.shipped_records, 200);
     assert_eq!(stats.unshipped_bytes, 0);
-    // 200 records of ~500 bytes make dozens of 2 KiB segments; only the newest remain.
+    // 200 records of ~500 bytes make dozens of 2 KiB segments; only the newest remain
+    // once the shipper has deleted the shipped ones (right after it ships them).
+    let deadline = std::time::Instant::now() + WAIT;
+    while segments(&spool) > 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(segments(&spool) <= 2, "{} segments left", segments(&spool));
     let rows = ledger.aggregate(&by_team()).unwrap();
     assert_eq!(rows[0].cost, Decimal::new(15 * 200, 6));

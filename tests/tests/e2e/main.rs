@@ -2,9 +2,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod api;
+mod cache;
 mod cli;
 mod edge;
 mod failover;
+mod governance;
 mod guardrails;
 mod large;
 mod ledger;

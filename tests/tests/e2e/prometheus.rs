@@ -11,13 +11,6 @@ use tollgate_tests::*;
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 
-/// Metrics the dashboards chart ahead of the features that will export them. Queries over
-/// them need only parse; move a name out of here once the gateway exports it.
-const PLANNED: [&str; 2] = [
-    "tollgate_guardrail_actions_total",
-    "tollgate_cache_requests_total",
-];
-
 /// What Grafana puts in its built-in variables, sized for a test that lasts seconds.
 const BUILTINS: [(&str, &str); 3] = [
     ("__rate_interval", "1m"),
@@ -27,7 +20,7 @@ const BUILTINS: [(&str, &str); 3] = [
 
 /// A series the traffic must leave in every family the gateway exports, so that an empty
 /// dashboard panel points at the dashboard rather than at thin traffic.
-const SERIES: [&str; 14] = [
+const SERIES: [&str; 16] = [
     r#"tollgate_requests_total{status="2xx",error=""}"#,
     r#"tollgate_requests_total{error!=""}"#,
     r#"tollgate_request_duration_seconds_bucket{stream="false"}"#,
@@ -42,6 +35,8 @@ const SERIES: [&str; 14] = [
     "tollgate_active_streams",
     "tollgate_circuit_state",
     "tollgate_endpoint_healthy",
+    r#"tollgate_guardrail_actions_total{guardrail="pii",entity="pii_email"}"#,
+    r#"tollgate_cache_requests_total{route="safe",result="hit"}"#,
 ];
 
 /// How long Prometheus may take to start, scrape, and evaluate; the test's own budget.
@@ -66,7 +61,15 @@ models:
   model-b: {{ provider: b, model: upstream-b, price: {{ input: 3.0, output: 4.0 }} }}
 keys:
   - {{ name: test, hash: "{hash}", team: core }}
+cache: {{ store: memory }}
+guardrails:
+  pii: {{ kind: pii, entities: [email] }}
 routes:
+  - name: safe
+    match: {{ model: safe }}
+    targets: [{{ model: model-a }}]
+    guardrails: [pii]
+    cache: {{ ttl: 1h }}
   - name: main
     match: {{ model: chat }}
     targets: [{{ model: model-a }}]
@@ -240,6 +243,13 @@ async fn traffic(gw: &Gateway, a: &Mock) -> u64 {
         assert!(streamed.ends_with("data: [DONE]\n\n"), "{streamed}");
         sent += 2;
     }
+    // A guardrail acts on both; the second is a cache hit (after the first round, both).
+    for _ in 0..2 {
+        let mut body = chat_body("safe");
+        body["messages"][0]["content"] = json!("Write to jane@corp.example");
+        assert_eq!(gw.chat(body).await.status(), 200);
+        sent += 1;
+    }
     a.faults(json!([{"status": 500, "times": 2}])).await;
     let resp = gw.chat(chat_body("chat")).await;
     assert_eq!(resp.status(), 200);
@@ -270,12 +280,6 @@ struct Query {
     source: String,
     shipped: String,
     expr: String,
-}
-
-impl Query {
-    fn planned(&self) -> bool {
-        PLANNED.iter().any(|m| self.expr.contains(m))
-    }
 }
 
 /// Every target expression of every dashboard, rows' nested panels included, and every
@@ -464,7 +468,6 @@ async fn prometheus_answers_every_dashboard_query() {
 
     let mut empty = Vec::new();
     let mut not_numbers = Vec::new();
-    let mut planned = 0;
     for q in &queries {
         let answer = prom.query(&q.expr).await;
         assert_eq!(
@@ -472,10 +475,6 @@ async fn prometheus_answers_every_dashboard_query() {
             "{}: {}\nsent: {}\n{answer}",
             q.source, q.shipped, q.expr
         );
-        if q.planned() {
-            planned += 1;
-            continue;
-        }
         let samples = answer["data"]["result"]
             .as_array()
             .cloned()
@@ -499,9 +498,6 @@ async fn prometheus_answers_every_dashboard_query() {
 
     // The variables' dropdowns list what the gateway exports.
     for (source, metric, label) in &label_values {
-        if PLANNED.contains(&metric.as_str()) {
-            continue;
-        }
         let answer = client()
             .get(format!("{}/api/v1/label/{label}/values", prom.url))
             .query(&[("match[]", metric.as_str())])
@@ -546,9 +542,8 @@ async fn prometheus_answers_every_dashboard_query() {
         alerts += 1;
     }
     eprintln!(
-        "{} dashboard queries ({} of them on planned metrics), {} variables, {alerts} alert rules checked",
+        "{} dashboard queries, {} variables, {alerts} alert rules checked",
         queries.len(),
-        planned,
         label_values.len()
     );
 }

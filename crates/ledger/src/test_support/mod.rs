@@ -45,6 +45,7 @@ pub(crate) fn record(id: &str, n: i64) -> UsageRecord {
         latency_ms: 800,
         ttft_ms: Some(120),
         cache: CacheStatus::Miss,
+        saved_cost: Decimal::ZERO,
         guardrails: vec![GuardrailAction {
             guardrail: "pii".to_owned(),
             action: "mask".to_owned(),

@@ -1,0 +1,370 @@
+//! The response cache in the request path: looked up after authentication, guardrails and
+//! routing (so it keys the redacted request, scoped to the tenant and route), answered
+//! from at once on a hit, filled after a complete successful answer.
+//!
+//! - `Cache-Control: no-cache` skips the lookup (the fresh answer is still stored);
+//!   `no-store` keeps the answer out of the cache; both together bypass it.
+//! - Hits answer in the client's dialect, as one body or as a well-formed SSE stream;
+//!   their usage record holds the tokens the hit saved, a cost of zero and the saved cost.
+//! - Semantic lookups embed the last user turn with the configured embedding model
+//!   through the gateway's own providers.
+//!
+//! A store error is a miss (or an answer left unstored), counted in metrics; the cache
+//! never fails a request.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use tollgate_cache::{
+    last_user_text, request_key, Cache, CacheConfig, CacheEntry, CacheKey, Labels, Purge, Replay,
+    RouteCacheConfig, Scope, SemanticScope, StreamRecorder,
+};
+use tollgate_ledger::CacheStatus;
+use tollgate_providers::{Dialect, IngressRequest};
+use tollgate_sse::{SseDecoder, SseEvent};
+
+use crate::metrics::Metrics;
+use crate::proxy::{Gateway, RequestCtx};
+use crate::snapshot::Snapshot;
+
+/// The gateway's cache, connected on first use (a Redis store connects lazily and works
+/// once Redis is reachable). Lives across config reloads.
+pub struct ResponseCache {
+    config: CacheConfig,
+    cache: tokio::sync::OnceCell<Arc<Cache>>,
+}
+
+/// What a request that missed needs to fill the cache with its answer.
+pub struct CacheFill {
+    key: CacheKey,
+    /// The semantic scope and the embedding of the request's last user turn.
+    similar: Option<(SemanticScope, Vec<f32>)>,
+    labels: Labels,
+    ttl: Duration,
+}
+
+/// How the cache took part in one request.
+pub enum Lookup {
+    /// The answer came from the cache and has been written.
+    Answered,
+    /// Forward the request; store its answer with this fill when it completes.
+    Miss(Option<CacheFill>),
+}
+
+impl ResponseCache {
+    pub fn new(config: CacheConfig) -> Self {
+        Self {
+            config,
+            cache: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn cache(&self) -> Option<&Arc<Cache>> {
+        let cache = self
+            .cache
+            .get_or_try_init(|| async { Cache::from_config(&self.config).await.map(Arc::new) })
+            .await;
+        match cache {
+            Ok(cache) => Some(cache),
+            Err(err) => {
+                tracing::warn!(error = %err, "the response cache is unavailable");
+                None
+            }
+        }
+    }
+
+    /// Removes entries; the number removed.
+    pub async fn purge(&self, purge: &Purge) -> Result<u64, String> {
+        let cache = self
+            .cache()
+            .await
+            .ok_or_else(|| "the response cache is unavailable".to_owned())?;
+        cache.purge(purge).await.map_err(|e| e.to_string())
+    }
+
+    /// Looks the request up; on a hit writes the answer. `tenant` is the team (or key)
+    /// the entry belongs to; `body` the client's body as it arrived.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn lookup(
+        &self,
+        gateway: &Gateway,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snap: &Snapshot,
+        route_cache: &RouteCacheConfig,
+        ingress: &IngressRequest,
+        body: &[u8],
+        tenant: &str,
+    ) -> Lookup {
+        let (no_cache, no_store) = cache_control(session);
+        let route = ctx.route.as_deref().unwrap_or_default().to_owned();
+        let miss = |ctx: &mut RequestCtx, status: CacheStatus| {
+            ctx.accounting.cache = status;
+            gateway.metrics.cache_request(&route, status.as_str());
+        };
+        if no_cache && no_store {
+            miss(ctx, CacheStatus::Bypass);
+            return Lookup::Miss(None);
+        }
+        let Some(cache) = self.cache().await else {
+            miss(ctx, CacheStatus::Bypass);
+            return Lookup::Miss(None);
+        };
+        let Ok(canonical) = ingress.to_canonical() else {
+            // Not representable (e.g. `n` above 1): not cacheable.
+            miss(ctx, CacheStatus::Bypass);
+            return Lookup::Miss(None);
+        };
+        let scope = Scope {
+            tenant,
+            route: &route,
+            model: ingress.model(),
+        };
+        let Ok(keys) = request_key(&scope, ingress.dialect(), body, &canonical) else {
+            miss(ctx, CacheStatus::Bypass);
+            return Lookup::Miss(None);
+        };
+
+        if !no_cache {
+            match cache.get(&keys.exact).await {
+                Ok(Some(entry)) => {
+                    answer(gateway, session, ctx, ingress, &entry, CacheStatus::Hit).await;
+                    return Lookup::Answered;
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    gateway.metrics.cache_error();
+                    tracing::warn!(request_id = %ctx.id, error = %err, "cache lookup failed");
+                }
+            }
+        }
+
+        let mut similar = None;
+        if let (Some(semantic), Some(threshold)) = (
+            &self.config.semantic,
+            route_cache.semantic.as_ref().map(|s| s.threshold),
+        ) {
+            if let Some(text) = last_user_text(&canonical) {
+                let embedding = crate::forward::embed(
+                    gateway,
+                    snap,
+                    &semantic.embedding_model,
+                    &text,
+                    ctx.id.as_str(),
+                )
+                .await;
+                match embedding {
+                    Some(vector) => {
+                        if !no_cache {
+                            match cache.get_similar(&keys.semantic, &vector, threshold).await {
+                                Ok(Some((_, entry))) => {
+                                    answer(
+                                        gateway,
+                                        session,
+                                        ctx,
+                                        ingress,
+                                        &entry,
+                                        CacheStatus::SemanticHit,
+                                    )
+                                    .await;
+                                    return Lookup::Answered;
+                                }
+                                Ok(None) => {}
+                                Err(err) => {
+                                    gateway.metrics.cache_error();
+                                    tracing::warn!(request_id = %ctx.id, error = %err,
+                                        "semantic cache lookup failed");
+                                }
+                            }
+                        }
+                        similar = Some((keys.semantic, vector));
+                    }
+                    None => gateway.metrics.cache_error(),
+                }
+            }
+        }
+
+        miss(
+            ctx,
+            if no_cache {
+                CacheStatus::Bypass
+            } else {
+                CacheStatus::Miss
+            },
+        );
+        if no_store {
+            return Lookup::Miss(None);
+        }
+        let mut labels = Labels::route(route.clone());
+        labels.tags = ctx
+            .accounting
+            .tags
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        Lookup::Miss(Some(CacheFill {
+            key: keys.exact,
+            similar,
+            labels,
+            ttl: route_cache.ttl,
+        }))
+    }
+
+    /// Stores a complete answer before its last byte goes out, so the client's next
+    /// identical request hits (a memory put takes microseconds, a Redis one a round trip
+    /// bounded by `redis_timeout`).
+    pub async fn store(&self, fill: CacheFill, entry: CacheEntry, metrics: &Metrics) {
+        let Some(cache) = self.cache().await else {
+            return;
+        };
+        if let Err(err) = cache.put(&fill.key, entry, &fill.labels, fill.ttl).await {
+            metrics.cache_error();
+            tracing::warn!(error = %err, "answer not cached");
+            return;
+        }
+        if let Some((scope, vector)) = &fill.similar {
+            cache.put_similar(scope, vector, &fill.key, &fill.labels, fill.ttl);
+        }
+    }
+}
+
+/// `Cache-Control` request directives: (`no-cache`, `no-store`).
+fn cache_control(session: &Session) -> (bool, bool) {
+    let mut flags = (false, false);
+    for value in session
+        .req_header()
+        .headers
+        .get_all(http::header::CACHE_CONTROL)
+    {
+        let Ok(value) = value.to_str() else { continue };
+        for directive in value.split(',').map(|d| d.trim().to_ascii_lowercase()) {
+            match directive.as_str() {
+                "no-cache" => flags.0 = true,
+                "no-store" => flags.1 = true,
+                _ => {}
+            }
+        }
+    }
+    flags
+}
+
+/// Writes a cached answer in the client's dialect and format.
+async fn answer(
+    gateway: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    ingress: &IngressRequest,
+    entry: &CacheEntry,
+    status: CacheStatus,
+) {
+    ctx.accounting.cache = status;
+    let route = ctx.route.as_deref().unwrap_or_default();
+    gateway.metrics.cache_request(route, status.as_str());
+    // Served by no upstream: nothing is charged; the record keeps what the hit saved.
+    ctx.model = None;
+    ctx.accounting.served_model = Some(entry.model().to_owned());
+    ctx.usage = Some(entry.usage());
+    ctx.accounting.saved_cost = entry.cost().unwrap_or_default();
+    gateway
+        .metrics
+        .cache_saved(route, &entry.usage(), ctx.accounting.saved_cost);
+    let replay = Replay {
+        request_id: ctx.id.as_str(),
+        created: SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        include_usage: ingress.include_usage(),
+    };
+    let dialect = ingress.dialect();
+    let (content_type, body) = if ingress.stream() {
+        ("text/event-stream", entry.replay_stream(dialect, &replay))
+    } else {
+        ("application/json", entry.replay_body(dialect, &replay))
+    };
+    ctx.status = 200;
+    ctx.first_byte = Some(std::time::Instant::now());
+    let Ok(mut header) = ResponseHeader::build(200, Some(5)) else {
+        return;
+    };
+    let _ = header.insert_header("content-type", content_type);
+    let _ = header.insert_header("content-length", body.len().to_string());
+    let _ = header.insert_header("x-request-id", ctx.id.as_str());
+    let _ = header.insert_header("x-tollgate-cache", header_value(status));
+    let _ = header.insert_header("x-tollgate-cost", "0");
+    if session
+        .write_response_header(Box::new(header), false)
+        .await
+        .is_ok()
+    {
+        let _ = session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await;
+    }
+}
+
+/// The `x-tollgate-cache` value of a status.
+pub fn header_value(status: CacheStatus) -> &'static str {
+    match status {
+        CacheStatus::Hit => "hit",
+        CacheStatus::SemanticHit => "semantic-hit",
+        CacheStatus::Miss => "miss",
+        CacheStatus::Bypass | CacheStatus::Off => "bypass",
+    }
+}
+
+/// The entry of a complete non-stream answer in the client's `dialect`; `None` when it is
+/// not cacheable.
+pub fn entry_of_body(dialect: Dialect, body: &[u8]) -> Option<CacheEntry> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let response = match dialect {
+        Dialect::OpenAi => tollgate_providers::openai::decode_response(&value).ok()?,
+        Dialect::Anthropic => tollgate_providers::anthropic::decode_response(&value).ok()?,
+    };
+    CacheEntry::from_response(&response)
+}
+
+/// Records the SSE bytes a stream sends its client, for the cache.
+pub struct StreamTap {
+    decoder: SseDecoder,
+    events: Vec<SseEvent>,
+    recorder: StreamRecorder,
+    broken: bool,
+}
+
+impl StreamTap {
+    pub fn new(dialect: Dialect) -> Self {
+        Self {
+            decoder: SseDecoder::new(),
+            events: Vec::new(),
+            recorder: StreamRecorder::new(dialect),
+            broken: false,
+        }
+    }
+
+    /// Reads bytes about to be sent to the client.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.broken {
+            return;
+        }
+        self.events.clear();
+        if self.decoder.feed(bytes, &mut self.events).is_err() {
+            self.broken = true;
+            return;
+        }
+        for event in &self.events {
+            self.recorder.push_sse(event);
+        }
+    }
+
+    /// The entry of the stream that ended normally with `usage`; `None` when it is not
+    /// cacheable.
+    pub fn finish(self, usage: Option<tollgate_core::Usage>) -> Option<CacheEntry> {
+        if self.broken {
+            return None;
+        }
+        self.recorder.finish(usage)
+    }
+}

@@ -1,0 +1,353 @@
+//! The response cache end to end: hits and misses, TTL, `Cache-Control`, tenant isolation,
+//! hits replayed as streams to both ingress dialects, nothing stored from failures, the
+//! semantic cache over the mock's embeddings, a Redis store shared by two gateways, purge,
+//! and what hits save in the ledger and metrics.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tollgate_tests::*;
+
+const THIRD_KEY: &str = "tg-test-third-key";
+
+/// Two teams' keys (`core`: TEST_KEY, `guests`: OTHER_KEY and THIRD_KEY's team `core`),
+/// one cached route, one semantic route, and `store` as the cache's store block.
+fn config(mock: &Mock, store: &str, ttl: &str) -> String {
+    format!(
+        r#"
+providers:
+  p: {{ kind: openai, endpoints: ["{url}"], api_keys: ["sk-p"] }}
+models:
+  chat: {{ provider: p, model: up-chat, price: {{ input: 1.0, output: 2.0 }} }}
+  embed: {{ provider: p, model: up-embed, mode: embeddings, price: {{ input: 0.1, output: 0 }} }}
+keys:
+  - {{ name: test, hash: "{k1}", team: core }}
+  - {{ name: other, hash: "{k2}", team: guests }}
+  - {{ name: third, hash: "{k3}", team: core }}
+cache:
+  {store}
+  semantic: {{ embedding_model: embed }}
+routes:
+  - {{ name: cached, match: {{ model: cached }}, targets: [{{ model: chat }}], cache: {{ ttl: {ttl} }} }}
+  - {{ name: similar, match: {{ model: similar }}, targets: [{{ model: chat }}], cache: {{ ttl: 1h, semantic: {{ threshold: 0.85 }} }} }}
+  - {{ name: private, match: {{ model: private }}, targets: [{{ model: chat }}], cache: {{ enabled: false }} }}
+"#,
+        url = mock.url,
+        k1 = key_hash(TEST_KEY),
+        k2 = key_hash(OTHER_KEY),
+        k3 = key_hash(THIRD_KEY),
+    )
+}
+
+fn question(model: &str, text: &str) -> Value {
+    json!({"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": text}]})
+}
+
+async fn ask(
+    gw: &Gateway,
+    key: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    let mut request = client().post(gw.chat_url()).bearer_auth(key).json(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let resp = request.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let cache = resp
+        .headers()
+        .get("x-tollgate-cache")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, cache, resp.text().await.unwrap())
+}
+
+fn answer_text(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap();
+    v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn exact_hits_misses_ttl_bypass_and_tenants() {
+    let mock = Mock::start(&["--tokens", "6"]);
+    let gw = Gateway::start(&config(&mock, "store: memory", "2s")).await;
+    let upstream = || async { mock.chat_requests().await.len() };
+    let q = question("cached", "What is the capital of France?");
+
+    let (status, cache, first) = ask(&gw, TEST_KEY, &q, &[]).await;
+    assert_eq!((status, cache.as_str()), (200, "miss"));
+    let (status, cache, second) = ask(&gw, TEST_KEY, &q, &[]).await;
+    assert_eq!((status, cache.as_str()), (200, "hit"));
+    assert_eq!(answer_text(&first), answer_text(&second));
+    assert_eq!(upstream().await, 1);
+
+    // Another key of the same team shares the entry; another team does not.
+    assert_eq!(ask(&gw, THIRD_KEY, &q, &[]).await.1, "hit");
+    assert_eq!(ask(&gw, OTHER_KEY, &q, &[]).await.1, "miss");
+    assert_eq!(upstream().await, 2);
+
+    // Any change to what shapes the answer is another entry; `user` and `stream` are not.
+    let mut warmer = q.clone();
+    warmer["temperature"] = json!(1.5);
+    assert_eq!(ask(&gw, TEST_KEY, &warmer, &[]).await.1, "miss");
+    let mut tagged = q.clone();
+    tagged["user"] = json!("someone");
+    assert_eq!(ask(&gw, TEST_KEY, &tagged, &[]).await.1, "hit");
+
+    // no-cache skips the lookup (and refreshes the entry); no-store keeps an answer out.
+    let before = upstream().await;
+    assert_eq!(
+        ask(&gw, TEST_KEY, &q, &[("cache-control", "no-cache")])
+            .await
+            .1,
+        "bypass"
+    );
+    assert_eq!(upstream().await, before + 1);
+    let fresh = question("cached", "Never stored");
+    assert_eq!(
+        ask(&gw, TEST_KEY, &fresh, &[("cache-control", "no-store")])
+            .await
+            .1,
+        "miss"
+    );
+    assert_eq!(ask(&gw, TEST_KEY, &fresh, &[]).await.1, "miss");
+
+    // A route that opts out is never looked up.
+    let private = question("private", "What is the capital of France?");
+    assert_eq!(ask(&gw, TEST_KEY, &private, &[]).await.1, "");
+    assert_eq!(ask(&gw, TEST_KEY, &private, &[]).await.1, "");
+
+    // Entries expire after the route's TTL.
+    let expired = eventually(Duration::from_secs(10), || async {
+        ask(&gw, TEST_KEY, &q, &[]).await.1 == "miss"
+    })
+    .await;
+    assert!(expired, "the entry outlived its 2s TTL");
+}
+
+#[tokio::test]
+async fn a_hit_replays_as_a_stream_to_both_dialects_and_records_what_it_saved() {
+    let mock = Mock::start(&["--tokens", "5"]);
+    let gw = Gateway::start(&config(&mock, "store: memory", "1h")).await;
+    let q = question("cached", "Tell me a fact");
+    let resp = client()
+        .post(gw.chat_url())
+        .bearer_auth(TEST_KEY)
+        .header("x-request-id", "cache-fill")
+        .json(&q)
+        .send()
+        .await
+        .unwrap();
+    let stored = answer_text(&resp.text().await.unwrap());
+
+    // OpenAI ingress, streamed, with the usage chunk.
+    let mut streamed = q.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let resp = client()
+        .post(gw.chat_url())
+        .bearer_auth(TEST_KEY)
+        .header("x-request-id", "cache-hit")
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-tollgate-cache"], "hit");
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let data = sse_data(&resp.text().await.unwrap());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(stream_text(&data), stored);
+    assert!(data.iter().any(|d| d.contains("\"usage\":{")));
+
+    // Anthropic ingress: the same conversation is the same entry.
+    for stream in [false, true] {
+        let resp = client()
+            .post(format!("{}/v1/messages", gw.url))
+            .header("x-api-key", TEST_KEY)
+            .json(
+                &json!({"model": "cached", "max_tokens": 64, "stream": stream,
+                "messages": [{"role": "user", "content": "Tell me a fact"}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["x-tollgate-cache"], "hit", "stream={stream}");
+        let text = resp.text().await.unwrap();
+        let got: String = if stream {
+            let events: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("event: "))
+                .collect();
+            assert_eq!(events.first(), Some(&"message_start"));
+            assert_eq!(events.last(), Some(&"message_stop"));
+            sse_data(&text)
+                .iter()
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .filter_map(|v| v["delta"]["text"].as_str().map(str::to_owned))
+                .collect()
+        } else {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            v["content"][0]["text"].as_str().unwrap().to_owned()
+        };
+        assert_eq!(got, stored, "stream={stream}");
+    }
+    assert_eq!(mock.chat_requests().await.len(), 1);
+
+    // The hit's record: no cost, the tokens and cost it saved.
+    gw.usage("model").await;
+    let rows = ledger_rows(&gw.dir.0.join("usage.db"));
+    let (_, fill_in, fill_out, _, fill_cost, _) = rows["cache-fill"].clone();
+    let (status, hit_in, hit_out, _, hit_cost, _) = rows["cache-hit"].clone();
+    assert_eq!(status, 200);
+    assert_eq!((hit_in, hit_out), (fill_in, fill_out));
+    assert_eq!(hit_cost.parse::<f64>().unwrap(), 0.0);
+    let conn = rusqlite::Connection::open(gw.dir.0.join("usage.db")).unwrap();
+    let (cache, record): (String, String) = conn
+        .query_row(
+            "SELECT cache, record FROM usage_records WHERE request_id = 'cache-hit'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(cache, "hit");
+    let record: Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(
+        record["saved_cost"]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap(),
+        fill_cost.parse::<f64>().unwrap()
+    );
+
+    let metrics = client()
+        .get(format!("{}/metrics", gw.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let hits = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("tollgate_cache_requests_total{")
+                && l.contains("result=\"hit\"")
+                && l.contains("route=\"cached\"")
+        })
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(hits.ends_with(" 3"), "{hits}");
+    assert!(metrics
+        .contains("tollgate_cache_saved_tokens_total{direction=\"output\",route=\"cached\"}"));
+}
+
+#[tokio::test]
+async fn failed_and_cut_answers_are_never_stored() {
+    let mock = Mock::start(&["--tokens", "8", "--token-delay", "2ms"]);
+    let gw = Gateway::start(&config(&mock, "store: memory", "1h")).await;
+    let q = question("cached", "Fails first");
+    mock.faults(json!([{"status": 500, "times": 10}])).await;
+    assert_eq!(ask(&gw, TEST_KEY, &q, &[]).await.0, 502);
+    client()
+        .delete(format!("{}/__mock/faults", mock.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ask(&gw, TEST_KEY, &q, &[]).await.1,
+        "miss",
+        "a failure was stored"
+    );
+
+    let mut streamed = question("cached", "Cut first");
+    streamed["stream"] = json!(true);
+    mock.faults(json!([{"cut_after_tokens": 3, "times": 1}]))
+        .await;
+    let (status, cache, body) = ask(&gw, TEST_KEY, &streamed, &[]).await;
+    assert_eq!((status, cache.as_str()), (200, "miss"));
+    assert!(!body.contains("[DONE]"), "{body}");
+    let (_, cache, body) = ask(&gw, TEST_KEY, &streamed, &[]).await;
+    assert_eq!(cache, "miss", "a cut stream was stored");
+    assert!(body.contains("[DONE]"));
+    // The complete stream was stored.
+    assert_eq!(ask(&gw, TEST_KEY, &streamed, &[]).await.1, "hit");
+}
+
+#[tokio::test]
+async fn similar_questions_hit_the_semantic_cache_and_unrelated_ones_miss() {
+    let mock = Mock::start(&["--tokens", "6"]);
+    let gw = Gateway::start(&config(&mock, "store: memory", "1h")).await;
+    let ask_similar = |text: &str| {
+        let body = question("similar", text);
+        let gw = &gw;
+        async move { ask(gw, TEST_KEY, &body, &[]).await.1 }
+    };
+    assert_eq!(
+        ask_similar("What is the capital city of France?").await,
+        "miss"
+    );
+    assert_eq!(
+        ask_similar("What is the capital city of France? Thanks").await,
+        "semantic-hit"
+    );
+    assert_eq!(
+        ask_similar("Write a short poem about ocean waves").await,
+        "miss"
+    );
+    // Another tenant never gets the semantic answer either.
+    let body = question("similar", "What is the capital city of France? Thanks");
+    assert_eq!(ask(&gw, OTHER_KEY, &body, &[]).await.1, "miss");
+    let embeddings = mock
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r["path"] == "/v1/embeddings")
+        .count();
+    assert_eq!(embeddings, 4, "one embedding per lookup");
+}
+
+#[tokio::test]
+async fn a_redis_store_is_shared_by_two_gateways_and_purged_by_route() {
+    let redis = RedisServer::start().await;
+    let mock = Mock::start(&["--tokens", "4"]);
+    let store = format!("store: redis\n  redis_url: \"{}\"", redis.url);
+    let a = Gateway::start(&config(&mock, &store, "1h")).await;
+    let b = Gateway::start(&config(&mock, &store, "1h")).await;
+    let q = question("cached", "Shared across nodes");
+    assert_eq!(ask(&a, TEST_KEY, &q, &[]).await.1, "miss");
+    let shared = eventually(Duration::from_secs(5), || async {
+        ask(&b, TEST_KEY, &q, &[]).await.1 == "hit"
+    })
+    .await;
+    assert!(
+        shared,
+        "the second gateway did not see the first one's entry"
+    );
+    assert_eq!(mock.chat_requests().await.len(), 1);
+
+    let purged: Value = client()
+        .post(format!("{}/admin/cache/purge", a.admin_url))
+        .json(&json!({"route": "cached"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(purged["purged"], 1, "{purged}");
+    assert_eq!(ask(&b, TEST_KEY, &q, &[]).await.1, "miss");
+    let bad = client()
+        .post(format!("{}/admin/cache/purge", a.admin_url))
+        .json(&json!({"route": "cached", "tag": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}

@@ -1,0 +1,368 @@
+//! Governance end to end: rate limits of every kind with OpenAI's headers, queueing and
+//! downgrades, budgets that block and survive a restart, the kill switch, managed keys
+//! revoked on every node, the admin key, and limits shared through a real Redis.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tollgate_tests::*;
+
+/// One provider; `chat` and `cheap` models at $1000 per 1M tokens (a tenth of a cent per
+/// token, so a few requests spend a budget); `extra` adds limits, budgets and the rest.
+fn config(mock: &Mock, extra: &str) -> String {
+    format!(
+        r#"
+providers:
+  p: {{ kind: openai, endpoints: ["{url}"], api_keys: ["sk-p"] }}
+models:
+  chat: {{ provider: p, model: up-chat, price: {{ input: 1000, output: 1000 }} }}
+  cheap: {{ provider: p, model: up-cheap, price: {{ input: 1, output: 1 }} }}
+keys:
+  - {{ name: test, hash: "{k1}", team: core }}
+  - {{ name: other, hash: "{k2}", team: guests }}
+{extra}
+"#,
+        url = mock.url,
+        k1 = key_hash(TEST_KEY),
+        k2 = key_hash(OTHER_KEY),
+    )
+}
+
+fn small(model: &str) -> Value {
+    json!({"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": "Say hello"}]})
+}
+
+async fn send(gw: &Gateway, key: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(gw.chat_url())
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn request_limits_answer_with_openai_rate_headers() {
+    let mock = Mock::start(&["--tokens", "3"]);
+    let gw = Gateway::start(&config(
+        &mock,
+        "limits:\n  - { name: key-rpm, scope: key, match: { key: test }, rpm: 3 }\n",
+    ))
+    .await;
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let resp = send(&gw, TEST_KEY, &small("chat")).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            header(&resp, "x-ratelimit-limit-requests").as_deref(),
+            Some("3")
+        );
+        remaining.push(header(&resp, "x-ratelimit-remaining-requests").unwrap());
+        assert!(header(&resp, "x-ratelimit-reset-requests").is_some());
+    }
+    assert_eq!(remaining, ["2", "1", "0"]);
+    let resp = send(&gw, TEST_KEY, &small("chat")).await;
+    assert_eq!(resp.status(), 429);
+    let wait: u64 = header(&resp, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert_eq!(
+        header(&resp, "x-ratelimit-remaining-requests").as_deref(),
+        Some("0")
+    );
+    let error: Value = resp.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(error["error"]["type"], "rate_limit_error");
+    // Another key is not limited by this one's limit.
+    assert_eq!(send(&gw, OTHER_KEY, &small("chat")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn token_limits_admit_on_the_estimate() {
+    let mock = Mock::start(&["--tokens", "3"]);
+    let gw = Gateway::start(&config(
+        &mock,
+        "limits:\n  - { name: team-tpm, scope: team, tpm: 2000 }\n",
+    ))
+    .await;
+    let resp = send(&gw, TEST_KEY, &small("chat")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header(&resp, "x-ratelimit-limit-tokens").as_deref(),
+        Some("2000")
+    );
+    // A prompt of about 3,000 tokens cannot fit a 2,000-token minute.
+    let mut big = small("chat");
+    big["messages"][0]["content"] = json!("lorem ipsum dolor ".repeat(1000));
+    let resp = send(&gw, TEST_KEY, &big).await;
+    assert_eq!(resp.status(), 429);
+    assert!(header(&resp, "x-ratelimit-limit-tokens").is_some());
+}
+
+#[tokio::test]
+async fn concurrency_limits_reject_or_queue_fairly() {
+    let mock = Mock::start(&["--tokens", "20", "--token-delay", "25ms"]);
+    let gw = Gateway::start(&config(
+        &mock,
+        "limits:
+  - { name: one-at-a-time, scope: key, match: { key: test }, concurrency: 1 }
+  - { name: queued, scope: key, match: { key: other }, concurrency: 1, on_exceed: queue, queue: { max_wait: 10s } }
+",
+    ))
+    .await;
+    let mut streamed = small("chat");
+    streamed["stream"] = json!(true);
+    streamed["max_tokens"] = json!(50);
+    for (key, queued) in [(TEST_KEY, false), (OTHER_KEY, true)] {
+        let first = send(&gw, key, &streamed).await;
+        assert_eq!(first.status(), 200);
+        // The first stream is still open: its slot is taken.
+        let second_body = small("chat");
+        let second = send(&gw, key, &second_body);
+        let body = first.text();
+        let (second, body) = tokio::join!(second, body);
+        assert!(body.unwrap().contains("[DONE]"));
+        if queued {
+            assert_eq!(second.status(), 200, "queued until the slot was free");
+        } else {
+            assert_eq!(second.status(), 429);
+            assert_eq!(header(&second, "retry-after").as_deref(), Some("1"));
+        }
+    }
+    // Released when the stream ends.
+    assert_eq!(send(&gw, TEST_KEY, &small("chat")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_limit_can_downgrade_to_a_cheaper_model() {
+    let mock = Mock::start(&["--tokens", "3"]);
+    let gw = Gateway::start(&config(
+        &mock,
+        "limits:\n  - { name: chat-rpm, scope: model, match: { model: chat }, rpm: 1, on_exceed: downgrade, downgrade_to: cheap }\n",
+    ))
+    .await;
+    let first = send(&gw, TEST_KEY, &small("chat")).await;
+    assert_eq!(header(&first, "x-tollgate-model").as_deref(), Some("chat"));
+    let second = send(&gw, TEST_KEY, &small("chat")).await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(
+        header(&second, "x-tollgate-model").as_deref(),
+        Some("cheap")
+    );
+}
+
+#[tokio::test]
+async fn budgets_block_within_one_reservation_and_survive_a_restart() {
+    let mock = Mock::start(&["--tokens", "5"]);
+    let dir = TempDir::new();
+    let extra = format!(
+        "budgets:\n  - {{ name: core-daily, scope: team, match: {{ team: core }}, usd: 0.05, period: daily, alerts: [0.5] }}\nledger:\n  path: {}\n  spool: {}\n",
+        dir.0.join("usage.db").display(),
+        dir.0.join("spool").display()
+    );
+    let gw = Gateway::start(&config(&mock, &extra)).await;
+    let mut served = 0;
+    let blocked = loop {
+        let resp = send(&gw, TEST_KEY, &small("chat")).await;
+        if resp.status() != 200 {
+            break resp;
+        }
+        served += 1;
+        assert!(served < 50, "the budget never blocked");
+    };
+    assert_eq!(blocked.status(), 429);
+    let error: Value = blocked.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "insufficient_quota", "{error}");
+    // What was spent stays under the budget: each request reserved its worst case.
+    let totals = gw.usage("team").await;
+    let spent: f64 = totals["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"] == "core")
+        .map(|r| r["cost"].as_str().unwrap().parse().unwrap())
+        .unwrap();
+    // The overspend stays under one request's cost (each reserved close to what it cost).
+    let per_request = spent / f64::from(served);
+    assert!(
+        spent > 0.0 && spent <= 0.05 + per_request,
+        "spent {spent} over {served} requests"
+    );
+    // Another team has its own budget (none).
+    assert_eq!(send(&gw, OTHER_KEY, &small("chat")).await.status(), 200);
+    let metrics = client()
+        .get(format!("{}/metrics", gw.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tollgate_budget_alerts_total{budget=\"core-daily\"} 1"));
+    drop(gw);
+
+    // The memory counters are gone; the ledger rebuilds the day's spend.
+    let gw = Gateway::start(&config(&mock, &extra)).await;
+    let resp = send(&gw, TEST_KEY, &small("chat")).await;
+    assert_eq!(
+        resp.status(),
+        429,
+        "the spend was forgotten across the restart"
+    );
+}
+
+#[tokio::test]
+async fn the_kill_switch_blocks_a_team_at_once() {
+    let mock = Mock::start(&["--tokens", "3"]);
+    let gw = Gateway::start(&config(
+        &mock,
+        "budgets:\n  - { name: roomy, scope: team, usd: 1000, period: monthly }\n",
+    ))
+    .await;
+    let kill = |killed: bool| {
+        client()
+            .post(format!("{}/admin/kill", gw.admin_url))
+            .json(&json!({"scope": "team:core", "killed": killed}))
+            .send()
+    };
+    assert_eq!(kill(true).await.unwrap().status(), 200);
+    let resp = send(&gw, TEST_KEY, &small("chat")).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(send(&gw, OTHER_KEY, &small("chat")).await.status(), 200);
+    let killed = get_json(&format!("{}/admin/kill", gw.admin_url)).await;
+    assert_eq!(killed, json!(["team:core"]));
+    assert_eq!(kill(false).await.unwrap().status(), 200);
+    assert_eq!(send(&gw, TEST_KEY, &small("chat")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn managed_keys_work_and_a_revocation_reaches_every_node_within_a_second() {
+    let mock = Mock::start(&["--tokens", "3"]);
+    let dir = TempDir::new();
+    let extra = format!(
+        "managed_keys: {{ store: sqlite, path: {} }}\n",
+        dir.0.join("keys.db").display()
+    );
+    let a = Gateway::start(&config(&mock, &extra)).await;
+    let b = Gateway::start(&config(&mock, &extra)).await;
+    let admin = |gw: &Gateway, path: &str| format!("{}{path}", gw.admin_url);
+
+    // No admin key yet: the admin listener is open, so the first admin key can be made.
+    let created: Value = client()
+        .post(admin(&a, "/admin/keys"))
+        .json(&json!({"name": "ops", "team": "ops", "role": "admin"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let admin_secret = created["secret"].as_str().unwrap().to_owned();
+    // From now on the admin API needs it.
+    let anonymous = client().get(admin(&a, "/admin/keys")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let as_user = client()
+        .get(admin(&a, "/admin/keys"))
+        .bearer_auth(TEST_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_user.status(), 403);
+
+    let resp = client()
+        .post(admin(&a, "/admin/keys"))
+        .bearer_auth(&admin_secret)
+        .json(&json!({"name": "svc", "team": "core", "models": ["chat"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let svc: Value = resp.json().await.unwrap();
+    let secret = svc["secret"].as_str().unwrap().to_owned();
+    let id = svc["id"].as_str().unwrap().to_owned();
+    assert_eq!(svc["team"], "core");
+    assert!(!svc.to_string().contains("sha256"), "hashes stay inside");
+
+    // Works on both nodes once the other has polled the store.
+    assert_eq!(send(&a, &secret, &small("chat")).await.status(), 200);
+    let on_b = eventually(Duration::from_secs(2), || async {
+        send(&b, &secret, &small("chat")).await.status() == 200
+    })
+    .await;
+    assert!(on_b);
+    // Scoped to its models.
+    assert_eq!(send(&a, &secret, &small("cheap")).await.status(), 403);
+
+    let revoked = client()
+        .delete(admin(&a, &format!("/admin/keys/{id}")))
+        .bearer_auth(&admin_secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let started = std::time::Instant::now();
+    let refused = eventually(Duration::from_secs(1), || async {
+        send(&b, &secret, &small("chat")).await.status() == 401
+    })
+    .await;
+    assert!(
+        refused,
+        "node b still accepted the key after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(send(&a, &secret, &small("chat")).await.status(), 401);
+
+    let audit: Value = client()
+        .get(admin(&a, "/admin/keys/audit"))
+        .bearer_auth(&admin_secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    assert!(actions.contains(&("anonymous", "created")), "{audit}");
+    assert!(actions.contains(&("ops", "created")), "{audit}");
+    assert!(actions.contains(&("ops", "revoked")), "{audit}");
+}
+
+#[tokio::test]
+async fn redis_shares_one_limit_between_nodes_and_closed_fails_safe() {
+    let redis = RedisServer::start().await;
+    let mock = Mock::start(&["--tokens", "3"]);
+    let extra = format!(
+        "limits:\n  - {{ name: team-rpm, scope: team, rpm: 4 }}\nstate: {{ backend: redis, url: \"{}\", on_failure: closed }}\n",
+        redis.url
+    );
+    let a = Gateway::start(&config(&mock, &extra)).await;
+    let b = Gateway::start(&config(&mock, &extra)).await;
+    let mut ok = 0;
+    for i in 0..8 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        if send(gw, TEST_KEY, &small("chat")).await.status() == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 4, "two nodes admitted {ok} of a shared 4 per minute");
+    drop(redis);
+    let refused = eventually(Duration::from_secs(5), || async {
+        send(&a, OTHER_KEY, &small("chat")).await.status() == 503
+    })
+    .await;
+    assert!(
+        refused,
+        "on_failure: closed must refuse while Redis is down"
+    );
+}
