@@ -254,6 +254,18 @@ impl Gateway {
             .unwrap()
     }
 
+    /// The admin listener's Prometheus text.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(format!("{}/metrics", self.admin_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn upstreams(&self) -> Value {
         get_json(&format!("{}/admin/upstreams", self.admin_url)).await
     }
@@ -473,4 +485,16 @@ impl RedisServer {
             _proc: proc,
         }
     }
+}
+
+/// The sample line of `family` whose labels include every one of `labels`
+/// (`name="value"`); panics with the whole text when there is none.
+pub fn metric_line<'t>(text: &'t str, family: &str, labels: &[&str]) -> &'t str {
+    text.lines()
+        .find(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                && labels.iter().all(|label| l.contains(label))
+        })
+        .unwrap_or_else(|| panic!("no {family} with {labels:?} in:\n{text}"))
 }

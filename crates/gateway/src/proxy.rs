@@ -23,7 +23,7 @@ use tollgate_core::{ErrorKind, GatewayError, RequestId};
 use tollgate_policy::Subject;
 use tollgate_providers::openai;
 use tollgate_providers::{Dialect, IngressRequest, Operation};
-use tollgate_routing::RouteRequest;
+use tollgate_routing::{Plan, RouteRequest};
 
 use crate::auth::{presented_secret, GatewayKey};
 use crate::cache::{CacheFill, Lookup, ResponseCache};
@@ -328,17 +328,13 @@ impl Gateway {
         let estimated_prompt_tokens = estimate_prompt_tokens(&prompt, snap.min_context_window);
         drop(prompt);
 
-        let mut plan = snap.router.plan(
-            &RouteRequest {
-                model: parsed.model(),
-                key: key.scope(),
-                headers: &session.req_header().headers,
-                metadata: parsed.metadata(),
-                estimated_prompt_tokens,
-            },
-            &snap.upstreams,
-            Instant::now(),
-            &mut rand::rng(),
+        let mut plan = plan_for(
+            snap,
+            session,
+            &key,
+            &parsed,
+            parsed.model(),
+            estimated_prompt_tokens,
         )?;
         ctx.route = Some(plan.route.clone());
 
@@ -347,17 +343,13 @@ impl Gateway {
             let verdict =
                 guards.check_request(&mut parsed, tenant, &mut ctx.accounting.guardrails)?;
             if let Some(model) = verdict.reroute {
-                plan = snap.router.plan(
-                    &RouteRequest {
-                        model: &model,
-                        key: key.scope(),
-                        headers: &session.req_header().headers,
-                        metadata: parsed.metadata(),
-                        estimated_prompt_tokens,
-                    },
-                    &snap.upstreams,
-                    Instant::now(),
-                    &mut rand::rng(),
+                plan = plan_for(
+                    snap,
+                    session,
+                    &key,
+                    &parsed,
+                    &model,
+                    estimated_prompt_tokens,
                 )?;
                 ctx.route = Some(plan.route.clone());
             }
@@ -401,18 +393,7 @@ impl Gateway {
                 )
                 .await?;
             if let Some(model) = &admitted.downgraded_to {
-                plan = snap.router.plan(
-                    &RouteRequest {
-                        model,
-                        key: key.scope(),
-                        headers: &session.req_header().headers,
-                        metadata: parsed.metadata(),
-                        estimated_prompt_tokens,
-                    },
-                    &snap.upstreams,
-                    Instant::now(),
-                    &mut rand::rng(),
-                )?;
+                plan = plan_for(snap, session, &key, &parsed, model, estimated_prompt_tokens)?;
                 ctx.route = Some(plan.route.clone());
             }
             if let Some(permit) = &admitted.permit {
@@ -453,6 +434,30 @@ impl Gateway {
         .run(session, ctx)
         .await
     }
+}
+
+/// The attempt plan for `model`: the requested one, or where a guardrail reroutes or a
+/// limit or budget downgrades the request.
+fn plan_for(
+    snap: &Snapshot,
+    session: &Session,
+    key: &GatewayKey,
+    ingress: &IngressRequest,
+    model: &str,
+    estimated_prompt_tokens: u64,
+) -> std::result::Result<Plan, GatewayError> {
+    Ok(snap.router.plan(
+        &RouteRequest {
+            model,
+            key: key.scope(),
+            headers: &session.req_header().headers,
+            metadata: ingress.metadata(),
+            estimated_prompt_tokens,
+        },
+        &snap.upstreams,
+        Instant::now(),
+        &mut rand::rng(),
+    )?)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -227,22 +227,12 @@ async fn a_hit_replays_as_a_stream_to_both_dialects_and_records_what_it_saved() 
         fill_cost.parse::<f64>().unwrap()
     );
 
-    let metrics = client()
-        .get(format!("{}/metrics", gw.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let hits = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("tollgate_cache_requests_total{")
-                && l.contains("result=\"hit\"")
-                && l.contains("route=\"cached\"")
-        })
-        .unwrap_or_else(|| panic!("{metrics}"));
+    let metrics = gw.metrics().await;
+    let hits = metric_line(
+        &metrics,
+        "tollgate_cache_requests_total",
+        &["result=\"hit\"", "route=\"cached\""],
+    );
     assert!(hits.ends_with(" 3"), "{hits}");
     assert!(metrics
         .contains("tollgate_cache_saved_tokens_total{direction=\"output\",route=\"cached\"}"));

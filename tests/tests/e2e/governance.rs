@@ -196,14 +196,7 @@ async fn budgets_block_within_one_reservation_and_survive_a_restart() {
     );
     // Another team has its own budget (none).
     assert_eq!(send(&gw, OTHER_KEY, &small("chat")).await.status(), 200);
-    let metrics = client()
-        .get(format!("{}/metrics", gw.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(metrics.contains("tollgate_budget_alerts_total{budget=\"core-daily\"} 1"));
     drop(gw);
 

@@ -426,22 +426,12 @@ async fn actions_are_counted_in_metrics_and_logged_without_values() {
     let mut body = chat_body("g-openai");
     body["messages"][0]["content"] = json!(format!("mail {EMAIL} or call +1 415 555 2671"));
     assert_eq!(gw.chat(body).await.status(), 200);
-    let metrics = client()
-        .get(format!("{}/metrics", gw.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let line = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("tollgate_guardrail_actions_total{")
-                && l.contains("entity=\"pii_email\"")
-                && l.contains("action=\"pseudonymize\"")
-        })
-        .unwrap_or_else(|| panic!("{metrics}"));
+    let metrics = gw.metrics().await;
+    let line = metric_line(
+        &metrics,
+        "tollgate_guardrail_actions_total",
+        &["entity=\"pii_email\"", "action=\"pseudonymize\""],
+    );
     assert!(
         line.contains("guardrail=\"pii\"") && line.ends_with(" 1"),
         "{line}"

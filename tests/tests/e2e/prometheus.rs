@@ -210,14 +210,7 @@ fn sample_value(sample: &Value) -> Option<f64> {
 
 /// The gateway's own sum of `tollgate_requests_total`, and whether no stream is open.
 async fn requests_counted(gw: &Gateway) -> (u64, bool) {
-    let text = client()
-        .get(format!("{}/metrics", gw.admin_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics().await;
     let total = text
         .lines()
         .filter(|l| l.starts_with("tollgate_requests_total{"))
