@@ -164,6 +164,9 @@ HEADER=$(mktemp)
     echo "the mock's own (direct) percentile in the same run. Open-loop latency counts from each"
     echo "request's intended send time (no coordinated omission)."
 } > "$HEADER"
-"$PLOT_PY" bench/report.py --results "$RESULTS" --out bench/RESULTS.md --header "$HEADER"
+# Criterion figures of the per-chunk code paths are kept in results/criterion.md (see
+# bench/README.md for the command) and appended when present.
+"$PLOT_PY" bench/report.py --results "$RESULTS" --out bench/RESULTS.md --header "$HEADER" \
+    --footer "$RESULTS/criterion.md"
 rm -f "$HEADER" "$KERNEL_LOG"
 echo "== done: bench/RESULTS.md"
