@@ -465,7 +465,11 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
-        let port = free_port();
+        Self::start_on(free_port()).await
+    }
+
+    /// A server on `port`, e.g. to bring back one that was stopped.
+    pub async fn start_on(port: u16) -> RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])

@@ -349,6 +349,7 @@ async fn redis_shares_one_limit_between_nodes_and_closed_fails_safe() {
         }
     }
     assert_eq!(ok, 4, "two nodes admitted {ok} of a shared 4 per minute");
+    let port = redis.port;
     drop(redis);
     let refused = eventually(Duration::from_secs(5), || async {
         send(&a, OTHER_KEY, &small("chat")).await.status() == 503
@@ -357,5 +358,64 @@ async fn redis_shares_one_limit_between_nodes_and_closed_fails_safe() {
     assert!(
         refused,
         "on_failure: closed must refuse while Redis is down"
+    );
+
+    // Redis comes back (empty): both nodes recover without a restart.
+    let _redis = RedisServer::start_on(port).await;
+    for gw in [&a, &b] {
+        let recovered = eventually(Duration::from_secs(10), || async {
+            send(gw, OTHER_KEY, &small("chat")).await.status() == 200
+        })
+        .await;
+        assert!(recovered, "a node did not recover when Redis came back");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_on_two_nodes_cannot_overspend_a_shared_budget() {
+    let redis = RedisServer::start().await;
+    let mock = Mock::start(&["--tokens", "5"]);
+    let extra = format!(
+        "budgets:\n  - {{ name: shared, scope: team, usd: 0.2, period: daily }}\nstate: {{ backend: redis, url: \"{}\" }}\n",
+        redis.url
+    );
+    let a = Gateway::start(&config(&mock, &extra)).await;
+    let b = Gateway::start(&config(&mock, &extra)).await;
+    let mut requests = Vec::new();
+    for i in 0..120 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        requests.push(async move { send(gw, TEST_KEY, &small("chat")).await.status() });
+    }
+    let statuses = futures::future::join_all(requests).await;
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    let blocked = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(served + blocked, 120, "{statuses:?}");
+    assert!(
+        served > 0 && blocked > 0,
+        "{served} served, {blocked} blocked"
+    );
+    // Spend what reservations still held back, until the budget refuses for good.
+    let mut more = 0;
+    while send(&a, TEST_KEY, &small("chat")).await.status() == 200 {
+        more += 1;
+        assert!(more < 40, "the budget never ran out");
+    }
+    assert_eq!(send(&b, TEST_KEY, &small("chat")).await.status(), 429);
+    let spent = |totals: Value| -> f64 {
+        totals["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["group"] == "core")
+            .map(|r| r["cost"].as_str().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let total = spent(a.usage("team").await) + spent(b.usage("team").await);
+    // One request costs about a cent here; reservations keep the overspend under one.
+    let per_request = total / (served + more) as f64;
+    assert!(
+        total <= 0.2 + per_request,
+        "two nodes spent {total} of a 0.2 budget over {} requests",
+        served + more
     );
 }
