@@ -16,6 +16,7 @@ mod error;
 mod guardrails;
 mod interpolate;
 mod keyhash;
+mod limits;
 mod load;
 mod locate;
 mod model;
@@ -30,6 +31,7 @@ pub use guardrails::{
     RedactConfig,
 };
 pub use keyhash::hash_key;
+pub use limits::ClientLimitsConfig;
 pub use load::{load, parse, MAX_CONFIG_BYTES};
 pub use model::*;
 pub use path::{KeyPath, PathSegment};

@@ -291,6 +291,9 @@ pub struct ClientConnConfig {
     /// Close an HTTP/2 client connection idle this long; never when absent.
     #[serde(default, with = "humantime_serde")]
     pub h2_idle_timeout: Option<Duration>,
+    /// Header, body, idle and write limits on each request.
+    #[serde(default)]
+    pub limits: crate::ClientLimitsConfig,
 }
 
 impl Default for ClientConnConfig {
@@ -301,6 +304,7 @@ impl Default for ClientConnConfig {
             tcp_keepalive: None,
             h2_max_streams: default_h2_max_streams(),
             h2_idle_timeout: None,
+            limits: crate::ClientLimitsConfig::default(),
         }
     }
 }

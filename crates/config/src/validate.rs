@@ -179,6 +179,47 @@ impl Checker<'_> {
         }
     }
 
+    fn client_limits(&mut self, path: &KeyPath, limits: &crate::ClientLimitsConfig) {
+        let checks = [
+            ("max_headers", limits.max_headers == 0, "must be at least 1"),
+            (
+                "max_header_bytes",
+                limits.max_header_bytes < 1024,
+                "must be at least 1024",
+            ),
+            (
+                "body_timeout",
+                limits.body_timeout.is_zero(),
+                "must be above 0",
+            ),
+            (
+                "idle_timeout",
+                limits.idle_timeout.as_secs() == 0,
+                "must be at least 1s",
+            ),
+            (
+                "write_timeout",
+                limits.write_timeout.is_zero(),
+                "must be above 0",
+            ),
+            (
+                "min_send_rate",
+                limits.min_send_rate == Some(0),
+                "must be at least 1 (leave it out for none)",
+            ),
+            (
+                "max_json_depth",
+                limits.max_json_depth < 2,
+                "must be at least 2",
+            ),
+        ];
+        for (key, bad, problem) in checks {
+            if bad {
+                self.report(path.clone().key(key), problem);
+            }
+        }
+    }
+
     fn connections(&mut self, base: &KeyPath, server: &ServerConfig) {
         let client = base.clone().key("client");
         if !(MIN_READ_BUFFER..=MAX_READ_BUFFER).contains(&server.client.read_buffer) {
@@ -196,6 +237,7 @@ impl Checker<'_> {
         if server.client.h2_max_streams == 0 {
             self.report(client.clone().key("h2_max_streams"), "must be at least 1");
         }
+        self.client_limits(&client.clone().key("limits"), &server.client.limits);
         if server.client.h2_idle_timeout.is_some_and(|d| d.is_zero()) {
             self.report(
                 client.clone().key("h2_idle_timeout"),

@@ -8,6 +8,7 @@ mod cache;
 mod demo;
 mod forward;
 mod guardrails;
+mod hardening;
 mod metrics;
 mod policy;
 mod proxy;

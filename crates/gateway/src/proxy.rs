@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::Method;
 use pingora_core::connectors::http::Connector;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -29,6 +29,7 @@ use crate::auth::{presented_secret, GatewayKey};
 use crate::cache::{CacheFill, Lookup, ResponseCache};
 use crate::forward::Exchange;
 use crate::guardrails::AnswerGuard;
+use crate::hardening;
 use crate::metrics::{Metrics, RequestDone};
 use crate::policy::{worst_case_cost, Admitted, PolicyHandles};
 use crate::snapshot::Snapshot;
@@ -161,6 +162,9 @@ impl ProxyHttp for Gateway {
         );
         let snapshot = self.snapshot.load_full();
         ctx.snapshot = Some(snapshot.clone());
+        if hardening::screen(session, ctx, &snapshot.config.server.client.limits).await {
+            return Ok(true);
+        }
         ctx.accounting.time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -299,7 +303,9 @@ impl Gateway {
             return list_models(session, ctx, snap, &key).await;
         }
 
-        let body = read_body(session, snap.config.server.max_body_bytes).await?;
+        let server = &snap.config.server;
+        let body =
+            hardening::read_body(session, server.max_body_bytes, &server.client.limits).await?;
         let op = match endpoint {
             Endpoint::Embeddings => Operation::Embeddings,
             _ => Operation::ChatCompletions,
@@ -512,44 +518,6 @@ async fn list_models(
     Ok(())
 }
 
-/// Reads the whole request body, refusing more than `cap` bytes (before reading any when
-/// the client declared a larger Content-Length).
-async fn read_body(session: &mut Session, cap: usize) -> std::result::Result<Bytes, GatewayError> {
-    let too_large = || {
-        GatewayError::new(
-            ErrorKind::PayloadTooLarge,
-            format!("request body is larger than the limit of {cap} bytes"),
-        )
-        .with_code("request_too_large")
-    };
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > cap) {
-        session.set_keepalive(None);
-        return Err(too_large());
-    }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(cap));
-    loop {
-        let chunk = session.read_request_body().await.map_err(|e| {
-            GatewayError::invalid_request(format!(
-                "could not read the request body: {}",
-                e.etype().as_str()
-            ))
-        })?;
-        let Some(chunk) = chunk else { break };
-        if body.len() + chunk.len() > cap {
-            session.set_keepalive(None);
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
 /// Writes a complete JSON response.
 pub async fn respond_json(
     session: &mut Session,
@@ -579,6 +547,7 @@ pub async fn respond_json(
 
 /// Answers with the gateway's error in the schema of the client's dialect.
 pub async fn respond_error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayError) {
+    hardening::close_after(session, err);
     ctx.error = Some(err.kind.label());
     let mut extra = err.headers.clone();
     if let Some(secs) = err.retry_after {

@@ -1,0 +1,404 @@
+//! Defences against hostile and broken clients, applied before the gateway acts on a
+//! request.
+//!
+//! Pingora parses HTTP/1 leniently: it accepts bare-LF line endings, folds nothing but
+//! passes obs-fold lines on, and when a request carries both `Content-Length` and
+//! `Transfer-Encoding` it silently drops the former. An intermediary in front of the
+//! gateway may frame such a request differently, which is how requests get smuggled. So
+//! [`screen`] reads the raw header section and refuses every ambiguous form with 400 (and
+//! too many or too large headers with 431), and [`close_after`] closes the connection after
+//! any malformed request, so nothing pipelined behind it is ever read as a request.
+//!
+//! The body is read here too ([`read_body`]): capped in size, bounded by a total deadline
+//! (Pingora's read timeout is per read, so a client trickling a byte at a time would hold
+//! the connection for ever), and checked for UTF-8 and JSON nesting depth before serde
+//! parses it.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pingora_proxy::Session;
+use tollgate_config::ClientLimitsConfig;
+use tollgate_core::{ErrorKind, GatewayError};
+use tollgate_providers::Dialect;
+
+use crate::proxy::{respond_json, RequestCtx};
+
+/// Answers the request when its head must be refused; returns whether it did. Runs before
+/// anything else looks at the request.
+pub(crate) async fn screen(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    limits: &ClientLimitsConfig,
+) -> bool {
+    apply_connection_limits(session, limits);
+    let Some((status, err)) = check_head(session, limits) else {
+        return false;
+    };
+    // The connection may not be in sync any more: never read another request from it.
+    session.set_keepalive(None);
+    if session.req_header().uri.path().ends_with("/messages") {
+        ctx.dialect = Dialect::Anthropic;
+    }
+    ctx.error = Some(err.kind.label());
+    let body = match ctx.dialect {
+        Dialect::OpenAi => err.openai_body(),
+        Dialect::Anthropic => err.anthropic_body(),
+    };
+    respond_json(session, ctx, status, Bytes::from(body), &[]).await;
+    true
+}
+
+/// Bounds the wait for the next request on a kept-alive connection (Pingora's default is
+/// for ever) and the time a write to a client that does not read may take.
+fn apply_connection_limits(session: &mut Session, limits: &ClientLimitsConfig) {
+    let downstream = session.as_downstream_mut();
+    // Only shortens keep-alive: a connection the client or HTTP/1.0 closes stays closed.
+    if downstream.get_keepalive().is_some() {
+        downstream.set_keepalive(Some(limits.idle_timeout.as_secs().max(1)));
+    }
+    downstream.set_write_timeout(Some(limits.write_timeout));
+    downstream.set_min_send_rate(limits.min_send_rate);
+}
+
+/// After an error answer: a request the gateway could not read as meant closes its
+/// connection, since whatever follows it on the connection cannot be trusted.
+pub(crate) fn close_after(session: &mut Session, err: &GatewayError) {
+    if matches!(
+        err.kind,
+        ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge
+    ) {
+        session.set_keepalive(None);
+    }
+}
+
+/// The status and error a request head is refused with, if it is.
+fn check_head(session: &Session, limits: &ClientLimitsConfig) -> Option<(u16, GatewayError)> {
+    let header = session.req_header();
+    let count = header.headers.len();
+    if count > limits.max_headers {
+        return Some((
+            431,
+            invalid(
+                format!(
+                    "the request has {count} header fields, more than the limit of {}",
+                    limits.max_headers
+                ),
+                "too_many_headers",
+            ),
+        ));
+    }
+    if let Some(http1) = session.as_downstream().as_http1() {
+        let raw = http1.get_headers_raw_bytes();
+        if raw.len() > limits.max_header_bytes {
+            return Some((431, header_too_large(raw.len(), limits)));
+        }
+        if let Some(problem) = framing_problem(&raw) {
+            return Some((400, invalid(problem.message(), "malformed_request")));
+        }
+    } else {
+        let size: usize = header
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        if size > limits.max_header_bytes {
+            return Some((431, header_too_large(size, limits)));
+        }
+    }
+    let encoding = header
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("identity") => None,
+        Some(other) => Some((
+            415,
+            invalid(
+                format!("Content-Encoding '{other}' is not accepted; send the body uncompressed"),
+                "unsupported_content_encoding",
+            ),
+        )),
+    }
+}
+
+fn invalid(message: String, code: &'static str) -> GatewayError {
+    GatewayError::new(ErrorKind::InvalidRequest, message).with_code(code)
+}
+
+fn header_too_large(size: usize, limits: &ClientLimitsConfig) -> GatewayError {
+    invalid(
+        format!(
+            "the request header section is {size} bytes, more than the limit of {}",
+            limits.max_header_bytes
+        ),
+        "headers_too_large",
+    )
+}
+
+// === framing ===
+
+/// A header-section form that HTTP/1 parsers disagree on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FramingProblem {
+    /// A line ends in LF without CR.
+    BareLf,
+    /// A CR not followed by LF.
+    BareCr,
+    /// A line continues the previous one (obs-fold, RFC 9112 section 5.2).
+    ObsFold,
+    /// A control character (NUL, DEL, ...) outside line endings and tabs.
+    ControlByte,
+    /// Both `Content-Length` and `Transfer-Encoding` (RFC 9112 section 6.1).
+    LengthAndTransferEncoding,
+    /// More than one `Content-Length` value.
+    RepeatedContentLength,
+}
+
+impl FramingProblem {
+    fn message(self) -> String {
+        let what = match self {
+            FramingProblem::BareLf => "a header line ends without CR",
+            FramingProblem::BareCr => "a header line holds a bare CR",
+            FramingProblem::ObsFold => "a header line is folded (obs-fold)",
+            FramingProblem::ControlByte => "a header holds a control character",
+            FramingProblem::LengthAndTransferEncoding => {
+                "the request has both Content-Length and Transfer-Encoding"
+            }
+            FramingProblem::RepeatedContentLength => {
+                "the request has several Content-Length values"
+            }
+        };
+        format!("malformed request: {what}")
+    }
+}
+
+/// The first ambiguity in a raw HTTP/1 request head (request line, headers and the blank
+/// line that ends them), if any.
+pub(crate) fn framing_problem(raw: &[u8]) -> Option<FramingProblem> {
+    for (i, &byte) in raw.iter().enumerate() {
+        match byte {
+            b'\n' if i == 0 || raw[i - 1] != b'\r' => return Some(FramingProblem::BareLf),
+            b'\r' if raw.get(i + 1) != Some(&b'\n') => return Some(FramingProblem::BareCr),
+            b'\r' | b'\n' | b'\t' => {}
+            0..=0x1f | 0x7f => return Some(FramingProblem::ControlByte),
+            _ => {}
+        }
+    }
+    let mut content_lengths = 0;
+    let mut transfer_encoding = false;
+    // The first line is the request line; the section ends with an empty line.
+    for line in raw.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Some(FramingProblem::ObsFold);
+        }
+        let name = line.split(|&b| b == b':').next().unwrap_or(line);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let value = &line[name.len().min(line.len())..];
+            content_lengths += 1 + value.iter().filter(|&&b| b == b',').count();
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            transfer_encoding = true;
+        }
+    }
+    if content_lengths > 0 && transfer_encoding {
+        return Some(FramingProblem::LengthAndTransferEncoding);
+    }
+    if content_lengths > 1 {
+        return Some(FramingProblem::RepeatedContentLength);
+    }
+    None
+}
+
+// === body ===
+
+/// Reads the whole request body, refusing more than `cap` bytes (before reading any when
+/// the client declared a larger Content-Length) and a body that takes longer than
+/// `limits.body_timeout` in all; then checks it is UTF-8 JSON no deeper than
+/// `limits.max_json_depth`.
+pub(crate) async fn read_body(
+    session: &mut Session,
+    cap: usize,
+    limits: &ClientLimitsConfig,
+) -> Result<Bytes, GatewayError> {
+    let body = match tokio::time::timeout(limits.body_timeout, read_capped(session, cap)).await {
+        Ok(body) => body?,
+        Err(_) => {
+            session.set_keepalive(None);
+            return Err(body_timeout(limits.body_timeout));
+        }
+    };
+    check_json_text(&body, limits.max_json_depth)?;
+    Ok(body)
+}
+
+fn body_timeout(limit: Duration) -> GatewayError {
+    invalid(
+        format!(
+            "the request body did not arrive within {}",
+            humantime::format_duration(limit)
+        ),
+        "request_body_timeout",
+    )
+}
+
+async fn read_capped(session: &mut Session, cap: usize) -> Result<Bytes, GatewayError> {
+    let too_large = || {
+        GatewayError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("request body is larger than the limit of {cap} bytes"),
+        )
+        .with_code("request_too_large")
+    };
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > cap) {
+        session.set_keepalive(None);
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(cap));
+    loop {
+        let chunk = session.read_request_body().await.map_err(|e| {
+            GatewayError::invalid_request(format!(
+                "could not read the request body: {}",
+                e.etype().as_str()
+            ))
+        })?;
+        let Some(chunk) = chunk else { break };
+        if body.len() + chunk.len() > cap {
+            session.set_keepalive(None);
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Refuses a body that is not UTF-8, or whose JSON arrays and objects nest deeper than
+/// `max_depth`: serde's own limit (128) is reached only after it has recursed that far,
+/// and deep documents cost every later stage (guardrails, translation) more.
+pub(crate) fn check_json_text(body: &[u8], max_depth: usize) -> Result<(), GatewayError> {
+    if let Err(err) = std::str::from_utf8(body) {
+        return Err(invalid(
+            format!(
+                "the request body is not valid UTF-8 (invalid byte at offset {})",
+                err.valid_up_to()
+            ),
+            "invalid_utf8",
+        ));
+    }
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in body {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(invalid(
+                        format!("the request JSON nests deeper than {max_depth} levels"),
+                        "json_too_deep",
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(lines: &str) -> Vec<u8> {
+        format!("POST /v1/chat/completions HTTP/1.1\r\n{lines}\r\n").into_bytes()
+    }
+
+    #[test]
+    fn plain_heads_pass() {
+        assert_eq!(
+            framing_problem(&head("Host: a\r\nContent-Length: 5\r\nX-A: b\tc\r\n")),
+            None
+        );
+        assert_eq!(
+            framing_problem(&head("Host: a\r\nTransfer-Encoding: chunked\r\n")),
+            None
+        );
+    }
+
+    #[test]
+    fn ambiguous_heads_are_named() {
+        let cases: [(&[u8], FramingProblem); 8] = [
+            (b"POST / HTTP/1.1\nHost: a\r\n\r\n", FramingProblem::BareLf),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\rb\r\n\r\n",
+                FramingProblem::BareCr,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\n b\r\n\r\n",
+                FramingProblem::ObsFold,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nX: a\0\r\n\r\n",
+                FramingProblem::ControlByte,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nX: \x7f\r\n\r\n",
+                FramingProblem::ControlByte,
+            ),
+            (
+                b"POST / HTTP/1.1\r\ncontent-length: 3\r\nTRANSFER-ENCODING: chunked\r\n\r\n",
+                FramingProblem::LengthAndTransferEncoding,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+                FramingProblem::RepeatedContentLength,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n",
+                FramingProblem::RepeatedContentLength,
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(framing_problem(raw), Some(want), "{}", raw.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn json_depth_is_counted_outside_strings() {
+        assert!(check_json_text(br#"{"a":[[1]]}"#, 3).is_ok());
+        assert!(check_json_text(br#"{"a":[[[1]]]}"#, 3).is_err());
+        assert!(check_json_text(br#"{"a":"[[[[[[\"{{{{"}"#, 1).is_ok());
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert_eq!(
+            check_json_text(deep.as_bytes(), 64).unwrap_err().code,
+            Some("json_too_deep")
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused() {
+        let err = check_json_text(b"{\"a\":\"\xff\"}", 64).unwrap_err();
+        assert_eq!(err.code, Some("invalid_utf8"));
+        assert!(err.message.contains("offset 6"), "{}", err.message);
+    }
+}

@@ -1,0 +1,209 @@
+//! Client-side limits (`server.client.limits`): header count and size, content codings,
+//! JSON nesting depth, UTF-8, a total deadline for the request body however it trickles,
+//! and the idle time between kept-alive requests. Slow clients run on raw sockets, each
+//! bounded in time.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tollgate_tests::*;
+
+const LIMITS: &str = "  client:\n    limits:\n      body_timeout: 1s\n      idle_timeout: 1s\n";
+
+/// Longest any slow-client check may take; the limits above are 1s.
+const BOUND: Duration = Duration::from_secs(10);
+
+async fn gateway(mock: &Mock) -> Gateway {
+    let b = Mock::start(&[]);
+    Gateway::start_with_server(&two_mock_config(mock, &b, ""), LIMITS).await
+}
+
+async fn error_of(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+/// Reads until the gateway closes the connection; panics past [`BOUND`].
+async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    tokio::time::timeout(BOUND, stream.read_to_end(&mut got))
+        .await
+        .expect("the gateway kept the connection open")
+        .unwrap();
+    got
+}
+
+#[tokio::test]
+async fn header_count_and_size_are_capped_with_431() {
+    let a = Mock::start(&[]);
+    let gw = gateway(&a).await;
+    let mut many = client().post(gw.chat_url()).bearer_auth(TEST_KEY);
+    for i in 0..120 {
+        many = many.header(format!("x-h{i}"), "v");
+    }
+    let (status, body) = error_of(many.json(&chat_body("model-a")).send().await.unwrap()).await;
+    assert_eq!(status, 431);
+    assert_eq!(body["error"]["code"], "too_many_headers");
+
+    let big = client()
+        .post(gw.chat_url())
+        .bearer_auth(TEST_KEY)
+        .header("x-big", "a".repeat(40 * 1024))
+        .json(&chat_body("model-a"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_of(big).await;
+    assert_eq!(status, 431);
+    assert_eq!(body["error"]["code"], "headers_too_large");
+    assert!(a.chat_requests().await.is_empty());
+}
+
+#[tokio::test]
+async fn compressed_bodies_get_415() {
+    let a = Mock::start(&[]);
+    let gw = gateway(&a).await;
+    for coding in ["gzip", "deflate", "br", "zstd"] {
+        let resp = client()
+            .post(gw.chat_url())
+            .bearer_auth(TEST_KEY)
+            .header("content-encoding", coding)
+            .body(b"\x1f\x8b\x08\x00".to_vec())
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = error_of(resp).await;
+        assert_eq!(status, 415, "{coding}");
+        assert_eq!(body["error"]["code"], "unsupported_content_encoding");
+    }
+    assert!(a.chat_requests().await.is_empty());
+}
+
+#[tokio::test]
+async fn json_nesting_is_capped_and_utf8_checked() {
+    let a = Mock::start(&[]);
+    let gw = gateway(&a).await;
+    let nested = |depth: usize| {
+        // The chat body itself nests 3 levels ({ messages: [ { ... } ] }).
+        let mut value = json!("x");
+        for _ in 0..depth - 3 {
+            value = json!([value]);
+        }
+        let mut body = chat_body("model-a");
+        body["metadata"] = json!({ "deep": value });
+        body
+    };
+    let ok = gw.chat(nested(60)).await;
+    assert_eq!(ok.status(), 200);
+
+    let (status, body) = error_of(gw.chat(nested(70)).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "json_too_deep");
+
+    let mut raw = serde_json::to_vec(&chat_body("model-a")).unwrap();
+    let at = raw.windows(5).position(|w| w == b"hello").unwrap();
+    raw[at] = 0xff;
+    let resp = client()
+        .post(gw.chat_url())
+        .bearer_auth(TEST_KEY)
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_of(resp).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalid_utf8");
+    assert_eq!(a.chat_requests().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_trickled_body_is_cut_at_the_body_deadline() {
+    let a = Mock::start(&[]);
+    let gw = gateway(&a).await;
+    let body = serde_json::to_vec(&chat_body("model-a")).unwrap();
+    let mut stream = TcpStream::connect(gw.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TEST_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    // One byte every 100 ms: each read is quick, the whole body would take seconds.
+    let answer = loop {
+        let mut buf = [0u8; 4096];
+        tokio::select! {
+            n = stream.read(&mut buf) => break buf[..n.unwrap()].to_vec(),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                let at = (started.elapsed().as_millis() / 100) as usize;
+                if at < body.len() {
+                    let _ = stream.write_all(&body[at..at + 1]).await;
+                }
+            }
+        }
+        assert!(started.elapsed() < BOUND, "no answer to the trickled body");
+    };
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("request_body_timeout"), "{text}");
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(5),
+        "answered after {elapsed:?}"
+    );
+    read_to_close(&mut stream).await;
+    assert!(a.chat_requests().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed() {
+    let a = Mock::start(&[]);
+    let gw = gateway(&a).await;
+    let mut stream = TcpStream::connect(gw.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let request =
+        format!("GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TEST_KEY}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let got = read_to_close(&mut stream).await;
+    let elapsed = started.elapsed();
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "closed after {elapsed:?} with idle_timeout 1s"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_request_closes_its_connection() {
+    let a = Mock::start(&[]);
+    let gw = gateway(&a).await;
+    let mut stream = TcpStream::connect(gw.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    // Invalid JSON, then a valid request pipelined behind it: the gateway answers the
+    // first with 400 and reads nothing more.
+    let second = serde_json::to_string(&chat_body("model-a")).unwrap();
+    let raw = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TEST_KEY}\r\n\
+         Content-Length: 3\r\n\r\n{{{{x\
+         POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TEST_KEY}\r\n\
+         Content-Length: {}\r\n\r\n{second}",
+        second.len()
+    );
+    stream.write_all(raw.as_bytes()).await.unwrap();
+    let got = String::from_utf8_lossy(&read_to_close(&mut stream).await).into_owned();
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "{got}");
+    assert!(
+        got.to_ascii_lowercase().contains("connection: close"),
+        "{got}"
+    );
+    assert!(a.chat_requests().await.is_empty());
+}
