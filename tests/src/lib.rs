@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod faults;
+
 /// The gateway key every test config accepts; `hash` is its config entry.
 pub const TEST_KEY: &str = "tg-test-key";
 pub const OTHER_KEY: &str = "tg-other-key";

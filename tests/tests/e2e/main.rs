@@ -6,6 +6,7 @@ mod cache;
 mod cli;
 mod edge;
 mod failover;
+mod faults;
 mod governance;
 mod guardrails;
 mod hardening;

@@ -7,7 +7,7 @@ use tollgate_core::Usage;
 use super::convert::{finish_reason, stop_reason_from, usage_value};
 use crate::canonical::{StopReason, StreamEvent, UsageReport};
 use crate::stream::too_many_tool_calls;
-use crate::upstream_error::{classify_value, UpstreamError};
+use crate::upstream_error::{classify_value, ErrorType, UpstreamError};
 use crate::{ProviderKind, MAX_TOOL_CALLS_PER_STREAM};
 
 // === impl ChunkReader ===
@@ -30,6 +30,15 @@ impl ChunkReader {
             return false;
         }
         let Ok(value) = serde_json::from_str::<Value>(data) else {
+            // A corrupt event may have carried output: passing it on or skipping it would
+            // hand the client a silently damaged answer, so the stream fails instead.
+            if !data.trim().is_empty() {
+                out.push(StreamEvent::Error(UpstreamError::new(
+                    ErrorType::Server,
+                    502,
+                    "the upstream sent a stream event that is not JSON",
+                )));
+            }
             return false;
         };
         if value.get("error").is_some_and(|e| !e.is_null()) {
@@ -255,5 +264,24 @@ impl ChunkWriter {
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
         });
         tollgate_sse::encode_data(&chunk.to_string(), out);
+    }
+}
+
+#[cfg(test)]
+mod corrupt_event_tests {
+    use super::*;
+
+    #[test]
+    fn an_event_that_is_not_json_fails_the_stream() {
+        let mut reader = ChunkReader::default();
+        let mut out = Vec::new();
+        reader.read(
+            r#"#"id":"x","choices":[{"delta":{"content":"lost"}}]}"#,
+            &mut out,
+        );
+        assert!(matches!(out.as_slice(), [StreamEvent::Error(_)]), "{out:?}");
+        out.clear();
+        reader.read("  ", &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 }
