@@ -16,5 +16,6 @@ mod prometheus;
 mod providers;
 mod routing;
 mod sdk;
+mod slowloris;
 mod smuggling;
 mod telemetry;
