@@ -15,6 +15,7 @@ mod ledger;
 mod prometheus;
 mod providers;
 mod routing;
+mod secrets;
 mod sdk;
 mod slowloris;
 mod smuggling;
