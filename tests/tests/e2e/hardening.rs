@@ -207,3 +207,50 @@ async fn a_malformed_request_closes_its_connection() {
     );
     assert!(a.chat_requests().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_at_the_write_timeout() {
+    // About 8 MiB of stream: far more than the socket buffers hold.
+    let a = Mock::start(&["--tokens", "50000", "--token-delay", "0ms"]);
+    let b = Mock::start(&[]);
+    let gw = Gateway::start_with_server(
+        &two_mock_config(&a, &b, ""),
+        "  client:\n    limits:\n      write_timeout: 1s\n",
+    )
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = gw.url.trim_start_matches("http://").parse().unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let mut body = chat_body("model-a");
+    body["stream"] = json!(true);
+    let body = serde_json::to_string(&body).unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TEST_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut first = [0u8; 1024];
+    let n = stream.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+
+    // The client reads nothing more; the request ends (its usage record is written) only
+    // when the gateway gives up on the write.
+    let started = Instant::now();
+    let db = gw.dir.0.join("usage.db");
+    let ended = eventually(BOUND, || {
+        let db = db.clone();
+        async move { db.exists() && !ledger_rows(&db).is_empty() }
+    })
+    .await;
+    assert!(ended, "the stalled stream was not cut");
+    let cut_after = started.elapsed();
+    let rest = read_to_close(&mut stream).await;
+    let received = n + rest.len();
+    println!("a stalled reader was cut after {cut_after:?}, having received {received} bytes");
+    assert!(
+        received < 50000 * 100,
+        "the whole stream arrived ({received} bytes)"
+    );
+}
