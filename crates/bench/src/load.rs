@@ -199,6 +199,7 @@ pub struct StreamResult {
     /// Streams with every token, one per event, in order, and `[DONE]`.
     pub clean: u64,
     pub tokens: u64,
+    /// Tokens missing from streams that ended with `[DONE]`.
     pub lost_tokens: u64,
     /// Events that carried more than one token.
     pub merged_events: u64,
@@ -295,7 +296,11 @@ impl Recorder {
         self.lag
             .record(o.sent.saturating_duration_since(o.intended).as_micros() as u64);
         if let Some(mut s) = o.stream {
-            s.check.finish(expected_tokens);
+            // Tokens missing from a stream that was cut or timed out are counted as an
+            // incomplete stream, not as lost chunks of a stream that claimed to be whole.
+            if s.check.done {
+                s.check.finish(expected_tokens);
+            }
             let r = &mut self.stream;
             r.streams += 1;
             r.clean += u64::from(s.check.is_clean());
