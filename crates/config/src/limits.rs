@@ -17,6 +17,10 @@ pub struct ClientLimitsConfig {
     /// Largest request header section, in bytes; larger gets 431. Default 32768.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// A request head (request line and headers) must arrive whole within this of its
+    /// first byte; a slower one closes the connection. Default 10s.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
     /// The whole request body must arrive within this, however it trickles in; a slower
     /// one gets 400 and the connection closes. Default 60s.
     #[serde(default = "default_body_timeout", with = "humantime_serde")]
@@ -44,6 +48,7 @@ impl Default for ClientLimitsConfig {
         Self {
             max_headers: default_max_headers(),
             max_header_bytes: default_max_header_bytes(),
+            header_timeout: default_header_timeout(),
             body_timeout: default_body_timeout(),
             idle_timeout: default_idle_timeout(),
             write_timeout: default_write_timeout(),
@@ -59,6 +64,10 @@ fn default_max_headers() -> usize {
 
 fn default_max_header_bytes() -> usize {
     32 * 1024
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_body_timeout() -> Duration {

@@ -188,6 +188,11 @@ impl Checker<'_> {
                 "must be at least 1024",
             ),
             (
+                "header_timeout",
+                limits.header_timeout.is_zero(),
+                "must be above 0",
+            ),
+            (
                 "body_timeout",
                 limits.body_timeout.is_zero(),
                 "must be above 0",

@@ -14,10 +14,24 @@
 //! the connection for ever), and checked for UTF-8 and JSON nesting depth before serde
 //! parses it.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora_core::server::ShutdownWatch;
 use pingora_proxy::Session;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tollgate_config::ClientLimitsConfig;
 use tollgate_core::{ErrorKind, GatewayError};
 use tollgate_providers::Dialect;
@@ -323,6 +337,261 @@ pub(crate) fn check_json_text(body: &[u8], max_depth: usize) -> Result<(), Gatew
         }
     }
     Ok(())
+}
+
+// === request-head deadline ===
+
+/// Serves `A` (the proxy) with every client connection wrapped in a [`HeadDeadlineStream`],
+/// so a request head must arrive whole within `limit` of its first byte.
+pub(crate) struct HeadDeadline<A> {
+    inner: Arc<A>,
+    limit: Duration,
+}
+
+impl<A> HeadDeadline<A> {
+    pub(crate) fn new(inner: A, limit: Duration) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            limit,
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let wrapped: Stream = Box::new(HeadDeadlineStream::new(stream, self.limit));
+        self.inner.process_new(wrapped, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
+
+/// Where a connection is in its current request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeadState {
+    /// Waiting for the first byte of a request head (bounded by Pingora's read and
+    /// keep-alive timeouts).
+    Idle,
+    /// Inside a request head: the deadline runs.
+    InHead,
+    /// Past the head (the body and the answer have their own limits).
+    Past,
+    /// HTTP/2: no HTTP/1 heads to watch.
+    Off,
+}
+
+/// A client connection whose request heads must each complete within `limit` of their
+/// first byte: Pingora's header read timeout is per read, so without this a client
+/// sending a byte every few seconds would hold the connection for ever.
+#[derive(Debug)]
+pub(crate) struct HeadDeadlineStream {
+    inner: Stream,
+    limit: Duration,
+    state: HeadState,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// The last bytes read while in a head, for a terminator split across reads.
+    tail: Vec<u8>,
+}
+
+/// The end of an HTTP/1 request head.
+const HEAD_END: &[u8] = b"\r\n\r\n";
+/// How an HTTP/2 connection starts (RFC 9113 section 3.4).
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+
+impl HeadDeadlineStream {
+    fn new(inner: Stream, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            state: HeadState::Idle,
+            timer: Box::pin(tokio::time::sleep(limit)),
+            tail: Vec::with_capacity(HEAD_END.len() * 2),
+        }
+    }
+
+    /// Advances the state over bytes just read.
+    fn observe(&mut self, new: &[u8]) {
+        if new.is_empty() {
+            return;
+        }
+        if self.state == HeadState::Idle {
+            if new.starts_with(H2_PREFACE_START) {
+                self.state = HeadState::Off;
+                return;
+            }
+            self.state = HeadState::InHead;
+            self.tail.clear();
+            let deadline = tokio::time::Instant::now() + self.limit;
+            self.timer.as_mut().reset(deadline);
+        }
+        if self.state != HeadState::InHead {
+            return;
+        }
+        let keep = HEAD_END.len() - 1;
+        let head = &new[..new.len().min(keep)];
+        self.tail.extend_from_slice(head);
+        let ended = self.tail.windows(HEAD_END.len()).any(|w| w == HEAD_END)
+            || new.windows(HEAD_END.len()).any(|w| w == HEAD_END);
+        if ended {
+            self.state = HeadState::Past;
+            return;
+        }
+        self.tail.clear();
+        self.tail
+            .extend_from_slice(&new[new.len().saturating_sub(keep)..]);
+    }
+
+    /// After bytes went out: a final answer ends the request, so the next byte read
+    /// starts a new head. Interim `1xx` answers (100 Continue) do not.
+    fn wrote(&mut self, buf: &[u8]) {
+        if self.state == HeadState::Past && !buf.starts_with(b"HTTP/1.1 1") {
+            self.state = HeadState::Idle;
+        }
+    }
+}
+
+impl AsyncRead for HeadDeadlineStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.state == HeadState::InHead && this.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the request head did not arrive in time",
+            )));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let was = this.state;
+            this.observe(&buf.filled()[before..]);
+            if was == HeadState::Idle && this.state == HeadState::InHead {
+                // Registers the new deadline with this task.
+                let _ = this.timer.as_mut().poll(cx);
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for HeadDeadlineStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            this.wrote(&buf[..n]);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let (Poll::Ready(Ok(n)), Some(first)) = (&polled, bufs.first()) {
+            if *n > 0 {
+                this.wrote(first);
+            }
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeadDeadlineStream {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await;
+    }
+}
+
+impl UniqueID for HeadDeadlineStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeadDeadlineStream {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeadDeadlineStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for HeadDeadlineStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for HeadDeadlineStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest);
+    }
+}
+
+#[async_trait]
+impl Peek for HeadDeadlineStream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
 }
 
 #[cfg(test)]

@@ -165,14 +165,14 @@ fn launch(config: Config, source: Option<(PathBuf, String)>, upgrade: bool) -> E
     gateway.connector = upstream_connector(&server.configuration, &server_cfg);
     let cache = gateway.cache.clone();
     let policy = gateway.policy.clone();
-    let mut proxy =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "tollgate");
-    if let Some(app) = proxy.app_logic_mut() {
-        app.server_options = Some(server_options(&server_cfg));
-        let mut h2 = default_h2_options();
-        h2.max_concurrent_streams(server_cfg.client.h2_max_streams);
-        app.h2_options = Some(h2);
-    }
+    let mut app = pingora_proxy::http_proxy(&server.configuration, gateway);
+    app.server_options = Some(server_options(&server_cfg));
+    let mut h2 = default_h2_options();
+    h2.max_concurrent_streams(server_cfg.client.h2_max_streams);
+    app.h2_options = Some(h2);
+    let header_timeout = server_cfg.client.limits.header_timeout;
+    let app = crate::hardening::HeadDeadline::new(app, header_timeout);
+    let mut proxy = Service::new("tollgate".to_owned(), app);
     if let Err(err) = add_client_listeners(&mut proxy, &server_cfg, listener_tls.as_deref()) {
         eprintln!("server.tls: {err}");
         return ExitCode::FAILURE;

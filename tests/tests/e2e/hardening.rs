@@ -254,3 +254,56 @@ async fn a_client_that_stops_reading_is_cut_at_the_write_timeout() {
         "the whole stream arrived ({received} bytes)"
     );
 }
+
+#[tokio::test]
+async fn a_trickled_request_head_is_cut_at_the_header_deadline() {
+    let a = Mock::start(&[]);
+    let b = Mock::start(&[]);
+    let gw = Gateway::start_with_server(
+        &two_mock_config(&a, &b, ""),
+        "  client:\n    limits:\n      header_timeout: 1s\n",
+    )
+    .await;
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    let head = format!(
+        "GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TEST_KEY}\r\nX-Slow: {}\r\n\r\n",
+        "a".repeat(100)
+    );
+    // The first request on a connection and a second one after a served request.
+    for warm in [false, true] {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        if warm {
+            let quick = format!(
+                "GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TEST_KEY}\r\n\r\n"
+            );
+            stream.write_all(quick.as_bytes()).await.unwrap();
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        }
+        let started = Instant::now();
+        // One byte every 100 ms: each read is quick, the whole head would take 20 s.
+        let mut sent = 0;
+        let mut buf = [0u8; 4096];
+        let closed_after = loop {
+            tokio::select! {
+                n = stream.read(&mut buf) => {
+                    let n = n.unwrap_or(0);
+                    assert_eq!(n, 0, "answered: {}", String::from_utf8_lossy(&buf[..n]));
+                    break started.elapsed();
+                }
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if sent < head.len() {
+                        let _ = stream.write_all(&head.as_bytes()[sent..sent + 1]).await;
+                        sent += 1;
+                    }
+                }
+            }
+            assert!(started.elapsed() < BOUND, "the trickled head was not cut");
+        };
+        assert!(
+            closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(5),
+            "closed after {closed_after:?} (warm connection: {warm})"
+        );
+    }
+}
