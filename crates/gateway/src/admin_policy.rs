@@ -180,7 +180,7 @@ async fn blocking<T: serde::Serialize + Send + 'static>(
 }
 
 async fn kill(policy: &PolicyHandles, session: &mut ServerSession, method: &Method) -> Answer {
-    let Some(governance) = &policy.governance else {
+    let Some(governance) = policy.current() else {
         return error(
             ErrorKind::NotFound,
             "the kill switch needs `budgets:` or `limits:` in the config",

@@ -23,18 +23,37 @@ use tollgate_policy::{
     WebhookOptions,
 };
 
+use arc_swap::ArcSwap;
+
 use crate::auth::GatewayKey;
 use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
 
 /// Output tokens assumed for a request that sets no limit, for its worst-case cost: a
 /// long answer of most models. A request that asks for more reserves what it asks for.
 const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
 
 /// Managed keys and governance, shared by the proxy and the admin API.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PolicyHandles {
-    pub governance: Option<Arc<Governance>>,
+    governance: Arc<ArcSwap<GovernanceSlot>>,
+    ledger: Arc<Ledger>,
     pub keys: Option<Arc<Keys>>,
+}
+
+/// The governance of one version of `limits`, `budgets` and `state`.
+struct GovernanceSlot {
+    fingerprint: u64,
+    governance: Option<Arc<Governance>>,
+}
+
+/// Identifies a version of the config's `limits`, `budgets` and `state`: a reload that
+/// leaves them as they were keeps the running counters.
+pub fn policy_fingerprint(config: &Config) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    format!("{:?}{:?}{:?}", config.limits, config.budgets, config.state).hash(&mut hasher);
+    hasher.finish()
 }
 
 impl PolicyHandles {
@@ -51,10 +70,37 @@ impl PolicyHandles {
                     None
                 }
             });
+        let slot = GovernanceSlot {
+            fingerprint: policy_fingerprint(config),
+            governance: Governance::new(config, ledger.clone()).map(Arc::new),
+        };
         Self {
-            governance: Governance::new(config, ledger).map(Arc::new),
+            governance: Arc::new(ArcSwap::from_pointee(slot)),
+            ledger,
             keys,
         }
+    }
+
+    /// The governance of the snapshot's config. When a reload changed `limits`, `budgets`
+    /// or `state`, the first request on the new config starts new counters (budget spend
+    /// is rebuilt from the ledger); otherwise the running ones carry on.
+    pub fn governance(&self, snap: &Snapshot) -> Option<Arc<Governance>> {
+        let slot = self.governance.load();
+        if slot.fingerprint == snap.policy_fingerprint {
+            return slot.governance.clone();
+        }
+        tracing::info!("limits, budgets or state changed: their counters start afresh");
+        let fresh = Arc::new(GovernanceSlot {
+            fingerprint: snap.policy_fingerprint,
+            governance: Governance::new(&snap.config, self.ledger.clone()).map(Arc::new),
+        });
+        self.governance.store(fresh.clone());
+        fresh.governance.clone()
+    }
+
+    /// The governance the latest config set up, for the admin API.
+    pub fn current(&self) -> Option<Arc<Governance>> {
+        self.governance.load().governance.clone()
     }
 
     /// The active managed key with this secret.

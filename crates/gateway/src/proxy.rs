@@ -362,7 +362,7 @@ impl Gateway {
             ctx.answer_guard = verdict.answer.map(Arc::new);
         }
 
-        if let Some(governance) = &self.policy.governance {
+        if let Some(governance) = self.policy.governance(snap) {
             let mut subject = Subject {
                 key: key.name.to_string(),
                 user: key.user.clone(),

@@ -25,6 +25,8 @@ pub struct Snapshot {
     /// every model, so they need no exact token count.
     pub min_context_window: u64,
     pub guardrails: Guardrails,
+    /// See [`crate::policy::policy_fingerprint`].
+    pub policy_fingerprint: u64,
 }
 
 impl Snapshot {
@@ -55,6 +57,7 @@ impl Snapshot {
         let keys = KeyStore::from_config(&config.keys)?;
         let prices = PriceTable::from_config(&config).map_err(|e| e.to_string())?;
         let guardrails = Guardrails::from_config(&config)?;
+        let policy_fingerprint = crate::policy::policy_fingerprint(&config);
         let providers = config
             .providers
             .iter()
@@ -75,6 +78,7 @@ impl Snapshot {
             providers,
             min_context_window,
             guardrails,
+            policy_fingerprint,
         };
         Ok((snapshot, kept))
     }

@@ -419,3 +419,35 @@ async fn concurrent_requests_on_two_nodes_cannot_overspend_a_shared_budget() {
         served + more
     );
 }
+
+#[tokio::test]
+async fn a_reload_applies_changed_limits_and_keeps_unchanged_ones() {
+    let mock = Mock::start(&["--tokens", "3"]);
+    let gw = Gateway::start(&config(
+        &mock,
+        "limits:\n  - { name: key-rpm, scope: key, match: { key: test }, rpm: 1 }\n",
+    ))
+    .await;
+    assert_eq!(send(&gw, TEST_KEY, &small("chat")).await.status(), 200);
+    assert_eq!(send(&gw, TEST_KEY, &small("chat")).await.status(), 429);
+    let reload = || async {
+        client()
+            .post(format!("{}/admin/reload", gw.admin_url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    // Reloading the same limits keeps the spent minute.
+    assert_eq!(reload().await, 200);
+    assert_eq!(send(&gw, TEST_KEY, &small("chat")).await.status(), 429);
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    std::fs::write(&gw.config_path, text.replace("rpm: 1 }", "rpm: 100 }")).unwrap();
+    assert_eq!(reload().await, 200);
+    let resp = send(&gw, TEST_KEY, &small("chat")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header(&resp, "x-ratelimit-limit-requests").as_deref(),
+        Some("100")
+    );
+}
