@@ -1,6 +1,7 @@
-//! Slow clients at scale: many connections trickle request bodies a byte at a time or sit
-//! idle after a request, while legitimate clients keep calling. Every attacker must be
-//! closed by its deadline (`body_timeout`, `idle_timeout`), and legitimate latency must
+//! Slow clients at scale: many connections trickle request heads or bodies a byte at a
+//! time, or sit idle after a request, while legitimate clients keep calling. Every attacker
+//! must be closed by its deadline (`header_timeout`, `body_timeout`, `idle_timeout`), and
+//! legitimate latency must
 //! stay close to its baseline. `SLOWLORIS_CONNECTIONS` sets the attackers of each kind
 //! (default 250 for CI; the README's figures use 1000).
 
@@ -13,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tollgate_tests::*;
 
-const LIMITS: &str = "  client:\n    limits:\n      body_timeout: 2s\n      idle_timeout: 2s\n";
+const LIMITS: &str = "  client:\n    limits:\n      header_timeout: 2s\n      body_timeout: 2s\n      idle_timeout: 2s\n";
 /// The deadlines above plus scheduling slack on a loaded machine.
 const CLOSE_BOUND: Duration = Duration::from_secs(8);
 /// Legitimate requests measured per phase, and how many at once.
@@ -79,6 +80,32 @@ async fn slow_body(addr: String, started: Arc<AtomicUsize>) -> Option<Duration> 
     }
 }
 
+async fn slow_head(addr: String, started: Arc<AtomicUsize>) -> Option<Duration> {
+    let mut stream = TcpStream::connect(&addr).await.ok()?;
+    stream
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nX-Slow: ")
+        .await
+        .ok()?;
+    started.fetch_add(1, Ordering::Relaxed);
+    let since = Instant::now();
+    let mut buf = [0u8; 4096];
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            read = stream.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return Some(since.elapsed()),
+                Ok(_) => {}
+            },
+            _ = tick.tick() => {
+                if since.elapsed() > CLOSE_BOUND {
+                    return None;
+                }
+                let _ = stream.write_all(b"a").await;
+            }
+        }
+    }
+}
+
 async fn idle_after_request(addr: String, started: Arc<AtomicUsize>) -> Option<Duration> {
     let mut stream = TcpStream::connect(&addr).await.ok()?;
     let request =
@@ -110,7 +137,9 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
     let started = Arc::new(AtomicUsize::new(0));
     let mut bodies = Vec::new();
     let mut idles = Vec::new();
+    let mut heads = Vec::new();
     for _ in 0..n {
+        heads.push(tokio::spawn(slow_head(addr.clone(), started.clone())));
         bodies.push(tokio::spawn(slow_body(addr.clone(), started.clone())));
         idles.push(tokio::spawn(idle_after_request(
             addr.clone(),
@@ -119,7 +148,7 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
     }
     let all_open = eventually(Duration::from_secs(20), || {
         let started = started.clone();
-        async move { started.load(Ordering::Relaxed) >= 2 * n }
+        async move { started.load(Ordering::Relaxed) >= 3 * n }
     })
     .await;
     assert!(
@@ -137,12 +166,16 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
     for task in idles {
         closed_idle.push(task.await.unwrap());
     }
+    let mut closed_head = Vec::new();
+    for task in heads {
+        closed_head.push(task.await.unwrap());
+    }
     let max_of = |v: &[Option<Duration>]| v.iter().flatten().max().copied().unwrap_or_default();
     let open = |v: &[Option<Duration>]| v.iter().filter(|d| d.is_none()).count();
 
     let (base_p50, base_p99) = (percentile(&baseline, 50), percentile(&baseline, 99));
     let (att_p50, att_p99) = (percentile(&attacked, 50), percentile(&attacked, 99));
-    println!("slowloris: {n} slow-body and {n} idle keep-alive connections, body_timeout 2s, idle_timeout 2s");
+    println!("slowloris: {n} slow-head, {n} slow-body and {n} idle keep-alive connections, each timeout 2s");
     println!("| | p50 | p99 |");
     println!("|---|---|---|");
     println!("| legitimate, baseline | {base_p50:?} | {base_p99:?} |");
@@ -154,6 +187,12 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
         n - open(&closed_idle),
         max_of(&closed_idle)
     );
+    println!(
+        "slow heads closed: {} of {n}, the last after {:?}",
+        n - open(&closed_head),
+        max_of(&closed_head)
+    );
+    assert_eq!(open(&closed_head), 0, "slow heads still open");
     assert_eq!(open(&closed_body), 0, "slow bodies still open");
     assert_eq!(open(&closed_idle), 0, "idle connections still open");
     // Twice the baseline, with a floor for scheduling noise, at the CI size. Larger runs
