@@ -164,9 +164,9 @@ HEADER=$(mktemp)
     echo "the mock's own (direct) percentile in the same run. Open-loop latency counts from each"
     echo "request's intended send time (no coordinated omission)."
 } > "$HEADER"
-# Criterion figures of the per-chunk code paths are kept in results/criterion.md (see
-# bench/README.md for the command) and appended when present.
+# Hand-written findings and the criterion figures of the per-chunk code paths are kept
+# in results/notes.md (see bench/README.md) and appended when present.
 "$PLOT_PY" bench/report.py --results "$RESULTS" --out bench/RESULTS.md --header "$HEADER" \
-    --footer "$RESULTS/criterion.md"
+    --footer "$RESULTS/notes.md"
 rm -f "$HEADER" "$KERNEL_LOG"
 echo "== done: bench/RESULTS.md"
