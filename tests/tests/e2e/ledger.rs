@@ -226,10 +226,18 @@ async fn sigkill_loses_no_record_of_a_completed_answer_and_duplicates_none() {
         completed.len()
     );
 
-    // Restart on the same spool and ledger: the spool replays into the sink.
+    // Restart on the same spool and ledger: the spool replays into the sink. Replay and
+    // shipping take longer on a loaded machine than one /admin/usage sync waits, so wait
+    // for the records themselves (bounded).
     let gw = Gateway::start(&config).await;
-    gw.usage("team").await;
-    let rows = ledger_rows(&dir.0.join("usage.db"));
+    let db = dir.0.join("usage.db");
+    eventually(Duration::from_secs(60), || async {
+        gw.usage("team").await;
+        let rows = ledger_rows(&db);
+        completed.iter().all(|id| rows.contains_key(id))
+    })
+    .await;
+    let rows = ledger_rows(&db);
     let missing: Vec<&String> = completed
         .iter()
         .filter(|id| !rows.contains_key(*id))
