@@ -294,6 +294,7 @@ async fn answer(
     let _ = header.insert_header("x-request-id", ctx.id.as_str());
     let _ = header.insert_header("x-tollgate-cache", header_value(status));
     let _ = header.insert_header("x-tollgate-cost", "0");
+    crate::proxy::close_if_draining(session, ctx);
     if session
         .write_response_header(Box::new(header), false)
         .await

@@ -444,6 +444,7 @@ impl Exchange<'_> {
                 cache.store(fill, entry, &self.gateway.metrics).await;
             }
         }
+        crate::proxy::close_if_draining(session, ctx);
         if session
             .write_response_header(Box::new(header), false)
             .await
@@ -706,6 +707,7 @@ impl StreamRelay {
             let mut header =
                 response_header(ctx, 200, "text/event-stream", None).ok_or(Attempt::ClientGone)?;
             let _ = header.insert_header("cache-control", "no-cache");
+            crate::proxy::close_if_draining(session, ctx);
             if session
                 .write_response_header(Box::new(header), false)
                 .await

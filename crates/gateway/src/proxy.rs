@@ -38,6 +38,9 @@ use crate::usage::{tags_of, Accounting};
 
 pub struct Gateway {
     snapshot: Arc<ArcSwap<Snapshot>>,
+    /// While draining, answers close their connection, so clients take their next
+    /// request to the process that now holds the listeners.
+    pub(crate) readiness: Arc<crate::reload::Readiness>,
     pub(crate) cache: Option<Arc<ResponseCache>>,
     pub(crate) policy: PolicyHandles,
     pub(crate) connector: Connector,
@@ -62,6 +65,7 @@ impl Gateway {
         let policy = PolicyHandles::from_config(&snapshot.load().config, ledger.clone());
         Self {
             snapshot,
+            readiness: Arc::default(),
             cache,
             policy,
             connector: Connector::new(None),
@@ -103,6 +107,8 @@ pub struct RequestCtx {
     pub answer_guard: Option<Arc<AnswerGuard>>,
     /// How to cache the answer, when the route caches and the request missed.
     pub cache_fill: Option<CacheFill>,
+    /// The process's readiness: answers written while it drains close their connection.
+    pub readiness: Arc<crate::reload::Readiness>,
     /// The rate-limit permit and budget reservation the request holds.
     pub admitted: Option<Admitted>,
     /// `x-ratelimit-*` headers for the answer.
@@ -134,6 +140,7 @@ impl ProxyHttp for Gateway {
             fallback: false,
             answer_guard: None,
             cache_fill: None,
+            readiness: self.readiness.clone(),
             admitted: None,
             rate_headers: Vec::new(),
         }
@@ -536,12 +543,22 @@ pub async fn respond_json(
     for (name, value) in extra_headers {
         let _ = header.insert_header(*name, value.as_str());
     }
+    close_if_draining(session, ctx);
     if session
         .write_response_header(Box::new(header), false)
         .await
         .is_ok()
     {
         let _ = session.write_response_body(Some(body), true).await;
+    }
+}
+
+/// While the process drains (an upgrade handed its listeners over), an answer closes its
+/// connection: Pingora drops idle kept-alive connections once it drains, and a client
+/// that reused one would see its next request fail.
+pub fn close_if_draining(session: &mut Session, ctx: &RequestCtx) {
+    if ctx.readiness.is_draining() {
+        session.set_keepalive(None);
     }
 }
 

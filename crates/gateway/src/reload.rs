@@ -364,6 +364,10 @@ impl Readiness {
         self.0.load(Ordering::Relaxed) == READY
     }
 
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == DRAINING
+    }
+
     fn set(&self, state: u8) {
         // Draining never turns back.
         let _ = self

@@ -163,6 +163,7 @@ fn launch(config: Config, source: Option<(PathBuf, String)>, upgrade: bool) -> E
 
     let mut gateway = Gateway::new(snapshot.clone(), metrics.clone(), ledger.clone(), telemetry);
     gateway.connector = upstream_connector(&server.configuration, &server_cfg);
+    gateway.readiness = readiness.clone();
     let cache = gateway.cache.clone();
     let policy = gateway.policy.clone();
     let mut app = pingora_proxy::http_proxy(&server.configuration, gateway);
