@@ -494,7 +494,9 @@ impl Exchange<'_> {
             if let Some(error) = relay.feed(&chunk) {
                 break StreamEnd::Error(error);
             }
-            if relay.committed() && !relay.out.is_empty() {
+            // What follows the end marker waits for the usage record: a client that has
+            // seen the end of its answer must find it in the ledger, even after a crash.
+            if relay.committed() && !relay.out.is_empty() && !relay.saw_done {
                 if let Err(gone) = relay.flush(session, ctx).await {
                     // The client left mid-stream: what was generated so far still counts.
                     ctx.usage = Some(
@@ -511,6 +513,8 @@ impl Exchange<'_> {
                     retry_after: None,
                 })
             }
+            // The answer is complete; the upstream only failed to close its body.
+            StreamEnd::Broken(_) if relay.saw_done => StreamEnd::Finished,
             other => other,
         };
         let complete = matches!(end, StreamEnd::Finished);
