@@ -9,7 +9,7 @@
 //!
 //! Counters live in the configured state (memory, or Redis shared by every node) and
 //! survive config reloads; spend of key and team budgets is rebuilt from the usage ledger
-//! at start-up.
+//! when the counters are first used.
 
 use std::sync::Arc;
 
@@ -152,43 +152,60 @@ impl Governance {
                 let limiter = Limiter::new(&self.config.limits, state.clone())?;
                 let budgets = Budgets::new(&self.config.budgets, state)?
                     .with_notifier(WebhookNotifier::new(WebhookOptions::default()));
-                let rebuilt = budgets.rebuild(self.spend_so_far()).await?;
+                // The ledger's reads block: off the async workers.
+                let (ledger, config) = (self.ledger.clone(), self.config.budgets.clone());
+                let spent = tokio::task::spawn_blocking(move || spend_so_far(&ledger, &config))
+                    .await
+                    .unwrap_or_default();
+                let rebuilt = budgets.rebuild(spent).await?;
                 tracing::info!(counters = rebuilt, "budget spend rebuilt from the ledger");
                 Ok::<_, PolicyError>(Engines { limiter, budgets })
             })
             .await
             .map_err(|err| unavailable(&err))
     }
+}
 
-    /// Spend per key and team budget since its period began, from the usage ledger.
-    fn spend_so_far(&self) -> Vec<(Scope, DateTime<Utc>, Decimal)> {
-        let now = Utc::now();
-        let mut totals = Vec::new();
-        for budget in &self.config.budgets {
-            let (by, scope): (GroupBy, fn(String) -> Scope) = match budget.scope {
-                BudgetScope::Key => (GroupBy::Key, Scope::Key),
-                BudgetScope::Team => (GroupBy::Team, Scope::Team),
-                // The ledger aggregates by key and team only: user and tag budgets start
-                // from the state's own counters (kept by Redis across restarts).
-                BudgetScope::User | BudgetScope::Tag => continue,
-            };
-            let start = budget.period.start(now);
-            let query = AggregateQuery {
-                by,
-                since_ms: Some(start.timestamp_millis()),
-                until_ms: None,
-            };
-            match self.ledger.aggregate(&query) {
-                Ok(rows) => totals.extend(
-                    rows.into_iter()
-                        .filter_map(|row| Some((scope(row.group?), start, row.cost))),
-                ),
-                Err(err) => tracing::warn!(error = %err, "spend not rebuilt from the ledger"),
-            }
-        }
-        totals
+/// How long rebuilding budget spend waits for spooled records (a spool replayed after a
+/// crash included) to reach the sink before it reads the totals.
+const REBUILD_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Spend per key and team budget since its period began, from the usage ledger.
+fn spend_so_far(
+    ledger: &Ledger,
+    budgets: &[tollgate_policy::BudgetConfig],
+) -> Vec<(Scope, DateTime<Utc>, Decimal)> {
+    if let Err(err) = ledger.sync(REBUILD_SYNC_WAIT) {
+        tracing::warn!(error = %err, "spooled records not yet shipped; spend may be short");
     }
+    let now = Utc::now();
+    let mut totals = Vec::new();
+    for budget in budgets {
+        let (by, scope): (GroupBy, fn(String) -> Scope) = match budget.scope {
+            BudgetScope::Key => (GroupBy::Key, Scope::Key),
+            BudgetScope::Team => (GroupBy::Team, Scope::Team),
+            // The ledger aggregates by key and team only: user and tag budgets start
+            // from the state's own counters (kept by Redis across restarts).
+            BudgetScope::User | BudgetScope::Tag => continue,
+        };
+        let start = budget.period.start(now);
+        let query = AggregateQuery {
+            by,
+            since_ms: Some(start.timestamp_millis()),
+            until_ms: None,
+        };
+        match ledger.aggregate(&query) {
+            Ok(rows) => totals.extend(
+                rows.into_iter()
+                    .filter_map(|row| Some((scope(row.group?), start, row.cost))),
+            ),
+            Err(err) => tracing::warn!(error = %err, "spend not rebuilt from the ledger"),
+        }
+    }
+    totals
+}
 
+impl Governance {
     /// Admits the request: rate limits on `estimated_tokens`, then its worst-case cost on
     /// the budgets. `worst_case` prices a model's worst case. A downgrade changes
     /// `subject.model` and is reported in the answer.
