@@ -175,6 +175,12 @@ pub struct ServerConfig {
     /// exits. Default 5s.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// After SIGTERM or an upgrade hand-over, how long idle kept-alive client connections
+    /// stay open: a request that arrives on one meanwhile is served and answered with
+    /// `Connection: close`, so a client reusing a pooled connection never races the
+    /// process closing it. Bounded by `shutdown_grace`. Default 2s; `0s` closes them at once.
+    #[serde(default = "default_idle_drain", with = "humantime_serde")]
+    pub idle_drain: Duration,
     /// Unix socket over which a process started with `tollgate run --upgrade` receives
     /// the listening sockets of the running one (which hands them over on SIGQUIT).
     /// Default `/tmp/tollgate-upgrade.sock`.
@@ -198,6 +204,7 @@ impl Default for ServerConfig {
             upstream: UpstreamConnConfig::default(),
             shutdown_grace: default_shutdown_grace(),
             shutdown_timeout: default_shutdown_timeout(),
+            idle_drain: default_idle_drain(),
             upgrade_sock: default_upgrade_sock(),
             pid_file: None,
         }
@@ -222,6 +229,10 @@ fn default_shutdown_grace() -> Duration {
 
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_idle_drain() -> Duration {
+    Duration::from_secs(2)
 }
 
 fn default_upgrade_sock() -> PathBuf {

@@ -837,6 +837,7 @@ fn server_edge_settings_have_documented_defaults() {
     assert!(!server.h2c);
     assert_eq!(server.shutdown_grace, std::time::Duration::from_secs(300));
     assert_eq!(server.shutdown_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(server.idle_drain, std::time::Duration::from_secs(2));
     assert_eq!(
         server.upgrade_sock,
         PathBuf::from("/tmp/tollgate-upgrade.sock")

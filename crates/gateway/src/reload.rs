@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use parking_lot::Mutex;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::Stream;
 use pingora_core::server::{ExecutionPhase, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
 use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
@@ -270,6 +272,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             "server.shutdown_timeout",
             o.shutdown_timeout != n.shutdown_timeout,
         ),
+        ("server.idle_drain", o.idle_drain != n.idle_drain),
         ("server.upgrade_sock", o.upgrade_sock != n.upgrade_sock),
         ("server.pid_file", o.pid_file != n.pid_file),
         ("ledger", ledger_key(old) != ledger_key(new)),
@@ -378,6 +381,47 @@ impl Readiness {
     }
 }
 
+/// Serves `A` (the proxy); once the listeners stop, keeps idle kept-alive client
+/// connections open for `window` before Pingora drops them. Pingora drops them at once,
+/// and a client that had just written its next request on one would see it fail; within
+/// the window that request is served and answered with `Connection: close` (Pingora stops
+/// keep-alive while shutting down), so busy clients move to the new process cleanly.
+pub struct IdleDrain<A> {
+    inner: Arc<A>,
+    window: Duration,
+    closed: watch::Sender<bool>,
+}
+
+impl<A> IdleDrain<A> {
+    /// Also returns what tells that the idle connections are closed.
+    pub fn new(inner: A, window: Duration) -> (Self, watch::Receiver<bool>) {
+        let (closed, rx) = watch::channel(false);
+        let app = Self {
+            inner: Arc::new(inner),
+            window,
+            closed,
+        };
+        (app, rx)
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for IdleDrain<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        tokio::time::sleep(self.window).await;
+        self.inner.cleanup().await;
+        self.closed.send_replace(true);
+    }
+}
+
 /// Follows Pingora's execution phases: ready once it runs, draining from a shutdown or an
 /// upgrade hand-over on; once the listeners have stopped, exits the process as soon as
 /// no request is in flight (Pingora itself would wait for its whole grace period).
@@ -388,6 +432,10 @@ pub struct Lifecycle {
     /// Flushed once drained: spans of the last requests end after the shutdown began.
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     pub phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+    /// From [`IdleDrain`]: the idle client connections are closed.
+    pub idle_closed: watch::Receiver<bool>,
+    /// How long [`IdleDrain`] keeps them open.
+    pub idle_drain: Duration,
 }
 
 #[async_trait]
@@ -413,6 +461,14 @@ impl BackgroundService for Lifecycle {
             let _ = shutdown.changed().await;
         }
         self.readiness.set(DRAINING);
+        // A request that arrives on an idle connection within the window counts as in
+        // flight only once it is read, so the exit waits for the window to close first.
+        let mut idle_closed = self.idle_closed.clone();
+        let _ = tokio::time::timeout(
+            self.idle_drain + DRAIN_POLL * 10,
+            idle_closed.wait_for(|closed| *closed),
+        )
+        .await;
         while self.reloader.in_flight() > 0 {
             tokio::time::sleep(DRAIN_POLL).await;
         }

@@ -29,7 +29,7 @@ use tollgate_routing::HealthCheckService;
 use crate::admin::Admin;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
-use crate::reload::{ConfigSource, Lifecycle, Readiness, ReloadOnSighup, Reloader};
+use crate::reload::{ConfigSource, IdleDrain, Lifecycle, Readiness, ReloadOnSighup, Reloader};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Telemetry;
 use crate::tls::ListenerTls;
@@ -173,6 +173,8 @@ fn launch(config: Config, source: Option<(PathBuf, String)>, upgrade: bool) -> E
     app.h2_options = Some(h2);
     let header_timeout = server_cfg.client.limits.header_timeout;
     let app = crate::hardening::HeadDeadline::new(app, header_timeout);
+    let idle_drain = server_cfg.idle_drain.min(server_cfg.shutdown_grace);
+    let (app, idle_closed) = IdleDrain::new(app, idle_drain);
     let mut proxy = Service::new("tollgate".to_owned(), app);
     if let Err(err) = add_client_listeners(&mut proxy, &server_cfg, listener_tls.as_deref()) {
         eprintln!("server.tls: {err}");
@@ -218,6 +220,8 @@ fn launch(config: Config, source: Option<(PathBuf, String)>, upgrade: bool) -> E
             ledger,
             telemetry: telemetry_flush.clone(),
             phases: Mutex::new(Some(phases)),
+            idle_closed,
+            idle_drain,
         },
     ));
     tracing::info!(
