@@ -430,6 +430,24 @@ pub struct ProviderConfig {
     /// certificate must chain to the system's roots; no client certificate.
     #[serde(default)]
     pub tls: Option<ProviderTlsConfig>,
+    /// HTTP/2 to this provider, so that many requests and streams share a few
+    /// connections: `https` endpoints offer `h2` in ALPN and fall back to HTTP/1.1 when the
+    /// server does not take it; `http` endpoints speak h2c with prior knowledge, so the
+    /// server must accept it. Health checks stay on HTTP/1.1. Default false.
+    #[serde(default)]
+    pub http2: bool,
+    /// With `http2`, the concurrent streams one connection carries before another one
+    /// opens (fewer when the server's SETTINGS allow fewer). Default 100.
+    #[serde(default = "default_http2_streams")]
+    pub http2_streams: usize,
+}
+
+/// The largest `http2_streams`: servers rarely allow more, and one connection's flow
+/// control window would be shared too thinly.
+pub const MAX_HTTP2_STREAMS: usize = 1000;
+
+fn default_http2_streams() -> usize {
+    100
 }
 
 /// TLS towards one provider's `https` endpoints (and their health checks).

@@ -12,7 +12,7 @@ use crate::guardrails::{GuardrailConfig, InjectionAction};
 use crate::keyhash::is_key_hash;
 use crate::model::{
     Config, LedgerSink, ModelConfig, ModelMode, ProviderConfig, ProviderKind, ProviderTlsConfig,
-    RouteConfig, ServerConfig, Strategy, TlsListenConfig,
+    RouteConfig, ServerConfig, Strategy, TlsListenConfig, MAX_HTTP2_STREAMS,
 };
 use crate::path::KeyPath;
 use crate::pem::{load_certs, load_key};
@@ -464,6 +464,12 @@ impl Checker<'_> {
         }
         if provider.circuit_breaker.cooldown.is_zero() {
             self.report(breaker.key("cooldown"), "must be above 0");
+        }
+        if !(1..=MAX_HTTP2_STREAMS).contains(&provider.http2_streams) {
+            self.report(
+                base.clone().key("http2_streams"),
+                format!("must be between 1 and {MAX_HTTP2_STREAMS}"),
+            );
         }
         if let Some(tls) = &provider.tls {
             self.provider_tls(base.key("tls"), provider, tls);

@@ -962,3 +962,28 @@ managed_keys: { store: postgres } # <- managed_keys.url: the postgres store need
 ",
     ));
 }
+
+#[test]
+fn http2_providers_load_and_bad_stream_counts_are_located() {
+    let config = parse(
+        "providers:\n  v: { kind: openai, endpoints: [\"http://127.0.0.1:8000\"], http2: true, http2_streams: 250 }\nmodels: {}\n",
+        ORIGIN,
+    )
+    .unwrap();
+    assert!(config.providers["v"].http2);
+    assert_eq!(config.providers["v"].http2_streams, 250);
+    let plain = parse(CATALOG, ORIGIN).unwrap();
+    assert!(!plain.providers["local"].http2);
+    assert_eq!(plain.providers["local"].http2_streams, 100);
+    check(
+        "\
+providers:
+  v:
+    kind: openai
+    endpoints: [\"http://127.0.0.1:8000\"]
+    http2: true
+    http2_streams: 0 # <- providers.v.http2_streams: must be between 1 and 1000
+models: {}
+",
+    );
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use pingora_core::protocols::http::client::HttpSession as ClientSession;
+use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::ErrorType;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -309,12 +310,15 @@ impl Exchange<'_> {
             None => return Attempt::Failed(Failure::Connect),
         };
         let connector = &self.gateway.connector;
-        let (mut upstream, _reused) =
-            match tokio::time::timeout(timeouts.connect, connector.get_http_session(&peer)).await {
-                Err(_) => return Attempt::Failed(Failure::Timeout(TimeoutKind::Connect)),
-                Ok(Err(e)) => return Attempt::Failed(connect_failure(e.etype())),
-                Ok(Ok(s)) => s,
-            };
+        let opened = async {
+            let _gate = pool.http2_gate(endpoint.index).await;
+            connector.get_http_session(&peer).await
+        };
+        let (mut upstream, _reused) = match tokio::time::timeout(timeouts.connect, opened).await {
+            Err(_) => return Attempt::Failed(Failure::Timeout(TimeoutKind::Connect)),
+            Ok(Err(e)) => return Attempt::Failed(connect_failure(e.etype())),
+            Ok(Ok(s)) => s,
+        };
         upstream.set_write_timeout(Some(timeouts.idle));
         upstream.set_read_timeout(Some(timeouts.first_token));
 
@@ -1059,6 +1063,12 @@ async fn peer_for(
     peer.options.idle_timeout = Some(snap.config.server.upstream.idle_timeout);
     if let (true, Some(tls)) = (endpoint.tls, pool.tls()) {
         tls.apply(&mut peer);
+    }
+    if let Some(streams) = pool.http2_streams() {
+        // Over TLS ALPN settles the version; in the clear only h2 is offered, which
+        // Pingora takes as prior knowledge (h2c).
+        peer.options.alpn = if endpoint.tls { ALPN::H2H1 } else { ALPN::H2 };
+        peer.options.max_h2_streams = streams;
     }
     Some(peer)
 }

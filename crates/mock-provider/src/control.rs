@@ -111,6 +111,7 @@ pub(crate) async fn stats(State(app): State<Arc<App>>) -> Response {
     Json(json!({
         "requests": app.total_requests(),
         "active_streams": app.active_streams.load(Ordering::Relaxed),
+        "connections": app.connections.load(Ordering::Relaxed),
         "pending_faults": app.pending_faults(),
     }))
     .into_response()

@@ -26,6 +26,7 @@ mod state;
 mod stream;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,13 +79,16 @@ impl Default for MockConfig {
 ///
 /// Only a failure of the listener itself ends it with an error.
 pub async fn serve(listener: TcpListener, cfg: MockConfig) -> std::io::Result<()> {
-    let app = router(Arc::new(App::new(cfg)));
+    let state = Arc::new(App::new(cfg));
+    let app = router(state.clone());
     // Streams are many small writes; without TCP_NODELAY, Nagle's algorithm would hold
     // each token back until the previous one is acknowledged.
-    let listener = listener.tap_io(|tcp| {
+    let listener = listener.tap_io(move |tcp| {
+        state.connections.fetch_add(1, Ordering::Relaxed);
         // A socket that refuses the option still works, only with coarser timing.
         let _ = tcp.set_nodelay(true);
     });
+    // HTTP/1.1 and HTTP/2 with prior knowledge (h2c), told apart by the connection preface.
     axum::serve(listener, app).await
 }
 

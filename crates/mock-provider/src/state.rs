@@ -217,6 +217,8 @@ pub(crate) struct App {
     next_id: AtomicU64,
     total_requests: AtomicU64,
     pub(crate) active_streams: AtomicU64,
+    /// TCP connections accepted: with HTTP/2 many requests share one.
+    pub(crate) connections: AtomicU64,
     health: AtomicU16,
     records: Mutex<VecDeque<Arc<Recorded>>>,
     faults: Mutex<VecDeque<FaultRule>>,
@@ -231,6 +233,7 @@ impl App {
             next_id: AtomicU64::new(1),
             total_requests: AtomicU64::new(0),
             active_streams: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             health: AtomicU16::new(200),
             records: Mutex::new(VecDeque::with_capacity(MAX_RECORDED_REQUESTS)),
             faults: Mutex::new(VecDeque::new()),

@@ -104,6 +104,8 @@ struct EndpointState {
     /// Microseconds; 0 while unmeasured.
     ewma_ttfb_us: AtomicU64,
     health: Option<EndpointHealth>,
+    /// With HTTP/2, taken while a stream is opened, see [`ProviderPool::http2_gate`].
+    http2_gate: tokio::sync::Mutex<()>,
 }
 
 impl EndpointState {
@@ -232,6 +234,7 @@ impl ProviderPool {
                 in_flight: Arc::new(AtomicU64::new(0)),
                 ewma_ttfb_us: AtomicU64::new(0),
                 health,
+                http2_gate: tokio::sync::Mutex::new(()),
             });
         }
         let health = cfg.health_check.as_ref().map(|_| {
@@ -267,6 +270,25 @@ impl ProviderPool {
     /// defaults; `None` without `tls`.
     pub fn tls(&self) -> Option<&UpstreamTls> {
         self.tls.as_deref()
+    }
+
+    /// With `http2`, the concurrent streams one connection carries; `None` for HTTP/1.1.
+    pub fn http2_streams(&self) -> Option<usize> {
+        self.definition
+            .http2
+            .then_some(self.definition.http2_streams)
+    }
+
+    /// With `http2`, waits until no other request opens a stream to endpoint `index`.
+    /// Pingora takes an HTTP/2 connection out of its pool while it opens a stream on it
+    /// (and a new connection is in no pool until its handshake is done), so requests
+    /// arriving meanwhile would each open a connection of their own; one at a time, they
+    /// share it. Opening a stream on a pooled connection takes microseconds.
+    pub async fn http2_gate(&self, index: usize) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if !self.definition.http2 {
+            return None;
+        }
+        Some(self.endpoints.get(index)?.http2_gate.lock().await)
     }
 
     pub fn endpoint_count(&self) -> usize {

@@ -14,8 +14,8 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls;
 use tollgate_tests::{
-    bin_dir, chat_body, client, eventually, free_port, get_json, key_hash, sse_data, Gateway, Mock,
-    Proc, TempDir, TEST_KEY,
+    bin_dir, chat_body, client, eventually, free_port, get_json, key_hash, sse_data, stream_text,
+    Gateway, Mock, Proc, TempDir, TEST_KEY,
 };
 
 // === certificates ===
@@ -185,14 +185,6 @@ async fn tls_listener_picks_certificates_by_sni_speaks_h2_and_requires_client_ce
 /// Terminates TLS in front of a plain mock: a certificate for `models.test` from a
 /// private CA, and client certificates from another CA required.
 async fn tls_forwarder(to: u16, leaf: &Leaf, client_ca: &Path) -> u16 {
-    ring();
-    let certs = vec![rustls::pki_types::CertificateDer::from(leaf.der.clone())];
-    let key = rustls::pki_types::PrivateKeyDer::try_from(
-        KeyPair::from_pem(&std::fs::read_to_string(&leaf.key).unwrap())
-            .unwrap()
-            .serialize_der(),
-    )
-    .unwrap();
     let mut roots = rustls::RootCertStore::empty();
     let ca_pem = std::fs::read_to_string(client_ca).unwrap();
     roots.add(pem_to_der(&ca_pem).into()).unwrap();
@@ -201,8 +193,27 @@ async fn tls_forwarder(to: u16, leaf: &Leaf, client_ca: &Path) -> u16 {
         .unwrap();
     let config = rustls::ServerConfig::builder()
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
+        .with_single_cert(leaf_chain(leaf), leaf_key(leaf))
         .unwrap();
+    forward_tls(config, to).await
+}
+
+fn leaf_chain(leaf: &Leaf) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    vec![rustls::pki_types::CertificateDer::from(leaf.der.clone())]
+}
+
+fn leaf_key(leaf: &Leaf) -> rustls::pki_types::PrivateKeyDer<'static> {
+    rustls::pki_types::PrivateKeyDer::try_from(
+        KeyPair::from_pem(&std::fs::read_to_string(&leaf.key).unwrap())
+            .unwrap()
+            .serialize_der(),
+    )
+    .unwrap()
+}
+
+/// Accepts TLS with `config` and copies the plain bytes to and from `127.0.0.1:to`.
+async fn forward_tls(config: rustls::ServerConfig, to: u16) -> u16 {
+    ring();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -290,6 +301,121 @@ routes:
         assert!(message.contains("upstream"), "{model}: {body}");
     }
     assert_eq!(mock.chat_requests().await.len(), 1);
+}
+
+// === HTTP/2 to providers ===
+
+async fn mock_connections(mock: &Mock) -> u64 {
+    get_json(&format!("{}/__mock/stats", mock.url)).await["connections"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Streams `count` completions of `model` at once; each must end in `[DONE]` with text.
+async fn concurrent_streams(gw: &Gateway, model: &str, count: usize) {
+    let mut tasks = Vec::new();
+    for _ in 0..count {
+        let url = gw.chat_url();
+        let model = model.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let resp = client()
+                .post(url)
+                .bearer_auth(TEST_KEY)
+                .json(&json!({
+                    "model": model,
+                    "stream": true,
+                    "messages": [{"role": "user", "content": "Say hello"}],
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.text().await.unwrap()
+        }));
+    }
+    for task in tasks {
+        let text = task.await.unwrap();
+        let data = sse_data(&text);
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
+        assert!(!stream_text(&data).is_empty(), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn http2_providers_carry_many_streams_on_few_connections_in_the_clear_and_over_tls() {
+    const STREAMS: usize = 30;
+    // 20 tokens 50 ms apart: every stream is open while the others start.
+    let args = ["--tokens", "20", "--token-delay", "50ms"];
+    let (h1_mock, h2c_mock, tls_mock) =
+        (Mock::start(&args), Mock::start(&args), Mock::start(&args));
+    let files = TempDir::new();
+    let ca = Ca::new(&files.0, "models");
+    let leaf = ca.leaf("upstream", &["models.test"]);
+    let mut tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(leaf_chain(&leaf), leaf_key(&leaf))
+        .unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tls_port = forward_tls(tls, tls_mock.port).await;
+    let config = format!(
+        r#"
+providers:
+  h1: {{ kind: openai, endpoints: ["{h1}"], api_keys: ["sk-h1"] }}
+  h2c: {{ kind: openai, endpoints: ["{h2c}"], api_keys: ["sk-h2c"], http2: true }}
+  h2:
+    kind: openai
+    endpoints: ["https://127.0.0.1:{tls_port}"]
+    api_keys: ["sk-h2"]
+    http2: true
+    http2_streams: 50
+    tls: {{ ca: {ca}, server_name: models.test }}
+models:
+  h1: {{ provider: h1, model: upstream-h1 }}
+  h2c: {{ provider: h2c, model: upstream-h2c }}
+  h2: {{ provider: h2, model: upstream-h2 }}
+keys:
+  - {{ name: test, hash: "{k}", team: core }}
+"#,
+        h1 = h1_mock.url,
+        h2c = h2c_mock.url,
+        ca = ca.pem_path().display(),
+        k = key_hash(TEST_KEY),
+    );
+    let gw = Gateway::start(&config).await;
+    for (model, mock) in [("h1", &h1_mock), ("h2c", &h2c_mock), ("h2", &tls_mock)] {
+        // One request first, so a connection is there to be shared.
+        let resp = gw.chat(chat_body(model)).await;
+        assert_eq!(resp.status(), 200, "{model}");
+        let before = mock_connections(mock).await;
+        concurrent_streams(&gw, model, STREAMS).await;
+        let opened = mock_connections(mock).await - before;
+        if model == "h1" {
+            // The control: HTTP/1.1 needs a connection per open stream.
+            assert!(
+                opened as usize >= STREAMS - 1,
+                "{model}: {opened} connections"
+            );
+        } else {
+            assert!(
+                opened <= 3,
+                "{model}: {opened} new connections for {STREAMS} streams"
+            );
+        }
+        let seen = mock.chat_requests().await;
+        assert_eq!(seen.len(), STREAMS + 1, "{model}");
+        assert!(seen
+            .iter()
+            .all(|r| r["body"]["model"] == format!("upstream-{model}")));
+    }
+    // Usage is metered from HTTP/2 streams as from HTTP/1.1 ones.
+    let metrics = gw.metrics().await;
+    let line = tollgate_tests::metric_line(
+        &metrics,
+        "tollgate_tokens_total",
+        &["model=\"h2c\"", "direction=\"output\""],
+    );
+    let output: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(output >= (STREAMS * 20) as f64, "{line}");
 }
 
 // === reload ===
