@@ -56,7 +56,7 @@ pub struct Config {
 }
 
 /// Where managed keys are stored (hashed): SQLite for one node, PostgreSQL for several.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManagedKeysConfig {
     /// `sqlite` or `postgres`. (default sqlite)

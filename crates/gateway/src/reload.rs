@@ -276,6 +276,10 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("server.upgrade_sock", o.upgrade_sock != n.upgrade_sock),
         ("server.pid_file", o.pid_file != n.pid_file),
         ("ledger", ledger_key(old) != ledger_key(new)),
+        // The cache's store and the managed-key store are opened once; routes' cache
+        // settings (on/off, TTL, threshold) apply on reload.
+        ("cache", old.cache != new.cache),
+        ("managed_keys", old.managed_keys != new.managed_keys),
         (
             "telemetry",
             old.telemetry
@@ -551,6 +555,19 @@ models:
         assert_eq!(reloader.in_flight(), 1, "the old snapshot is still pinned");
         drop(pinned);
         assert_eq!(reloader.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_reload_that_adds_a_cache_or_a_key_store_says_it_needs_a_restart() {
+        let file = File::new("stores", CONFIG);
+        let reloader = reloader(&file);
+        let changed = format!(
+            "{CONFIG}cache: {{ store: memory }}\nmanaged_keys: {{ path: {} }}\n",
+            std::env::temp_dir().join("tollgate-reload-keys.db").display()
+        );
+        std::fs::write(&file.0, changed).unwrap();
+        let done = reloader.reload().unwrap();
+        assert_eq!(done.restart_needed, ["cache", "managed_keys"]);
     }
 
     #[test]
