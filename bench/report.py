@@ -267,7 +267,7 @@ def cache_mix(s, sys_, load):
     n = sum(total.values())
     if not n:
         return "–"
-    return ", ".join(f"{k} {v / n * 100:.1f}%" for k, v in sorted(total.items(), key=lambda kv: -kv[1]))
+    return ", ".join(f"{k} {v / n * 100:.2f}% ({v:,})" for k, v in sorted(total.items(), key=lambda kv: -kv[1]))
 
 
 def cpu_per_request(r):
@@ -314,8 +314,9 @@ def compare_tables(s, out):
 
 def plain_compare(s, load, base, bname, out):
     q = lambda k: (lambda r: r["latency_us"][k])
-    out.append(f"| system | req/s (median) | runs (min–max) | vs {bname} | vs direct | p50 | p99 | added p50 vs {bname} | added p99 vs {bname} | CPU µs/req | cache | errors |")
-    out.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    vs = f"vs {bname} | " if base else ""
+    out.append(f"| system | req/s (median) | runs (min–max) | {vs}vs direct | p50 | p99 | added p50 vs {bname} | added p99 vs {bname} | CPU µs/req | cache | errors |")
+    out.append("|---|---:|---|" + ("---:|" if base else "") + "---:|---:|---:|---:|---:|---:|---|---|")
     for sys_ in s.systems:
         runs = s.runs(sys_, load)
         if not runs:
@@ -326,8 +327,9 @@ def plain_compare(s, load, base, bname, out):
         b50, b99 = s.med(bname, load, q("p50")), s.med(bname, load, q("p99"))
         own = sys_ in (bname, "direct")
         out.append(
-            f"| {sys_} | {fmt(t)} | {fmt(min(vals))}–{fmt(max(vals))} | {ratio(t, tput(s, bname, load))} "
-            f"| {ratio(t, tput(s, 'direct', load))} | {us(p50)} | {us(p99)} "
+            f"| {sys_} | {fmt(t)} | {fmt(min(vals))}–{fmt(max(vals))} | "
+            + (f"{ratio(t, tput(s, bname, load))} | " if base else "")
+            + f"{ratio(t, tput(s, 'direct', load))} | {us(p50)} | {us(p99)} "
             f"| {'–' if own else us(diff(p50, b50))} | {'–' if own else us(diff(p99, b99))} "
             f"| {fmt(s.med(sys_, load, cpu_per_request), 1)} | {cache_mix(s, sys_, load)} | {s.errors(sys_, load)} |"
         )
