@@ -25,7 +25,7 @@ QUICK=${BENCH_QUICK:-0}
 NICE=${BENCH_NICE:--10}
 LITELLM_VERSION=${BENCH_LITELLM_VERSION:-1.106.2}
 # The whole suite stops by itself after this many seconds, whatever happens.
-SUITE_TIMEOUT=${BENCH_TIMEOUT:-3000}
+SUITE_TIMEOUT=${BENCH_TIMEOUT:-4200}
 
 mkdir -p "$RESULTS"
 PIDS=$(mktemp /tmp/tollgate-bench-pids.XXXXXX)
