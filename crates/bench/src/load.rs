@@ -784,3 +784,54 @@ async fn open_loop(
     let measured_start = start + intended_offset(warmup_n, rate);
     Ok(Instant::now().saturating_duration_since(measured_start))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        spec: LoadSpec,
+    }
+
+    fn template(args: &[&str]) -> RequestTemplate {
+        let spec = Cli::parse_from([&["load"], args].concat()).spec;
+        let target = Target::parse("http://127.0.0.1:1/v1/chat/completions").unwrap();
+        RequestTemplate::chat(target, "m", None, &spec)
+    }
+
+    fn content(body: &Bytes) -> String {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        v["messages"][0]["content"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn a_fixed_prompt_is_the_same_body_every_time() {
+        let t = template(&["--prompt", "Hi \"there\""]);
+        assert_eq!(t.next_body(), t.next_body());
+        assert_eq!(content(&t.next_body()), "Hi \"there\"");
+        assert_eq!(content(&template(&[]).next_body()), DEFAULT_PROMPT);
+    }
+
+    #[test]
+    fn unique_prompts_differ_in_one_last_word() {
+        let t = template(&["--prompt", "Say \"hi\"", "--unique-prompts", "--stream"]);
+        let (a, b) = (content(&t.next_body()), content(&t.next_body()));
+        assert_ne!(a, b);
+        for c in [&a, &b] {
+            let (prompt, word) = c.rsplit_once(' ').unwrap();
+            assert_eq!(prompt, "Say \"hi\"");
+            assert!(word.starts_with('r') && !word.contains('\0'), "{word}");
+        }
+        let other_run = template(&["--unique-prompts"]);
+        assert_ne!(
+            content(&other_run.next_body()).rsplit_once(' ').unwrap().1,
+            a.rsplit_once(' ').unwrap().1
+        );
+        let v: serde_json::Value = serde_json::from_slice(&t.next_body()).unwrap();
+        assert_eq!(v["stream"], true);
+    }
+}
