@@ -44,6 +44,12 @@ def us(v):
     return f"{v:,.0f} µs"
 
 
+def mock_tokens(mock):
+    if mock.get("reply"):
+        return f"a fixed reply of {len(mock['reply'].split())} words"
+    return f"{mock['tokens']} tokens"
+
+
 def load_kind(spec):
     if spec.get("stream") and spec.get("count"):
         return "memory"
@@ -246,6 +252,146 @@ def features_table(s, out):
         )
 
 
+# === Feature on vs off (scenarios with a baseline, and the cache) ===
+
+def diff(a, b):
+    return None if a is None or b is None else a - b
+
+
+def cache_mix(s, sys_, load):
+    """Share of the measured answers by `x-tollgate-cache` value, over every run."""
+    total = {}
+    for r in s.runs(sys_, load):
+        for k, n in (r.get("cache") or {}).items():
+            total[k] = total.get(k, 0) + n
+    n = sum(total.values())
+    if not n:
+        return "–"
+    return ", ".join(f"{k} {v / n * 100:.2f}% ({v:,})" for k, v in sorted(total.items(), key=lambda kv: -kv[1]))
+
+
+def cpu_per_request(r):
+    if not r.get("usage") or not r["ok"]:
+        return None
+    return r["usage"]["cpu_seconds"] * 1e6 / r["ok"]
+
+
+def cpu_per_sent_token(r):
+    """CPU time over every token the mock sent to the measured streams (the same
+    denominator for every system, whatever a redactor replaced)."""
+    st = r["stream"]
+    n = st["streams"] * st["expected_tokens"]
+    if not n or not r.get("usage"):
+        return None
+    return r["usage"]["cpu_seconds"] * 1e6 / n
+
+
+def compare_tables(s, out):
+    """One table per load: each system against `direct` and against the scenario's
+    baseline (the gateway with the feature off)."""
+    base = s.doc.get("baseline")
+    bname = base or "direct"
+    for load, spec in s.loads:
+        desc = f"{spec['mode']} loop, HTTP/{spec['http']}"
+        if spec.get("rate"):
+            desc += f", {spec['rate']:,.0f}/s"
+        if spec["mode"] == "closed":
+            desc += f", concurrency {spec['concurrency']}"
+        if spec.get("stream"):
+            desc += ", streamed"
+        if spec.get("max_tokens"):
+            desc += f", max_tokens {spec['max_tokens']}"
+        if spec.get("unique_prompts"):
+            desc += ", a unique prompt per request"
+        out.append(f"### {load} ({desc}, {spec['duration']} measured)")
+        out.append("")
+        if spec.get("stream"):
+            stream_compare(s, load, base, bname, out)
+        else:
+            plain_compare(s, load, base, bname, out)
+        out.append("")
+
+
+def plain_compare(s, load, base, bname, out):
+    q = lambda k: (lambda r: r["latency_us"][k])
+    vs = f"vs {bname} | " if base else ""
+    out.append(f"| system | req/s (median) | runs (min–max) | {vs}vs direct | p50 | p99 | added p50 vs {bname} | added p99 vs {bname} | CPU µs/req | cache | errors |")
+    out.append("|---|---:|---|" + ("---:|" if base else "") + "---:|---:|---:|---:|---:|---:|---|---|")
+    for sys_ in s.systems:
+        runs = s.runs(sys_, load)
+        if not runs:
+            continue
+        t = tput(s, sys_, load)
+        vals = [r["throughput_rps"] for r in runs]
+        p50, p99 = s.med(sys_, load, q("p50")), s.med(sys_, load, q("p99"))
+        b50, b99 = s.med(bname, load, q("p50")), s.med(bname, load, q("p99"))
+        own = sys_ in (bname, "direct")
+        out.append(
+            f"| {sys_} | {fmt(t)} | {fmt(min(vals))}–{fmt(max(vals))} | "
+            + (f"{ratio(t, tput(s, bname, load))} | " if base else "")
+            + f"{ratio(t, tput(s, 'direct', load))} | {us(p50)} | {us(p99)} "
+            f"| {'–' if own else us(diff(p50, b50))} | {'–' if own else us(diff(p99, b99))} "
+            f"| {fmt(s.med(sys_, load, cpu_per_request), 1)} | {cache_mix(s, sys_, load)} | {s.errors(sys_, load)} |"
+        )
+
+
+def stream_compare(s, load, base, bname, out):
+    st = lambda f: (lambda r: f(r["stream"]))
+    out.append(f"| system | streams | TTFT p50 | TTFT p99 | added TTFT p50 / p99 vs {bname} | gap p50 | gap p99 | added gap p50 / p99 vs {bname} | CPU µs/token | vs {bname} | complete | masks/stream | words replaced | merged | errors |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    bcpu = s.med(bname, load, cpu_per_sent_token)
+    for sys_ in s.systems:
+        runs = s.runs(sys_, load)
+        if not runs:
+            continue
+        v = {k: s.med(sys_, load, st(lambda x, k=k: x[k.split(".")[0]][k.split(".")[1]]))
+             for k in ("ttft_us.p50", "ttft_us.p99", "gap_us.p50", "gap_us.p99")}
+        b = {k: s.med(bname, load, st(lambda x, k=k: x[k.split(".")[0]][k.split(".")[1]]))
+             for k in v}
+        own = sys_ in (bname, "direct")
+        added = lambda k50, k99: "–" if own else f"{us(diff(v[k50], b[k50]))} / {us(diff(v[k99], b[k99]))}"
+        streams = sum(r["stream"]["streams"] for r in runs)
+        complete = sum(r["stream"]["streams"] - r["stream"]["incomplete"] - r["stream"]["errored"] for r in runs)
+        masks = sum(r["stream"].get("masks", 0) for r in runs)
+        lost = sum(r["stream"]["lost_tokens"] for r in runs)
+        merged = sum(r["stream"]["merged_events"] for r in runs)
+        cpu = s.med(sys_, load, cpu_per_sent_token)
+        out.append(
+            f"| {sys_} | {streams:,} | {us(v['ttft_us.p50'])} | {us(v['ttft_us.p99'])} | {added('ttft_us.p50', 'ttft_us.p99')} "
+            f"| {us(v['gap_us.p50'])} | {us(v['gap_us.p99'])} | {added('gap_us.p50', 'gap_us.p99')} "
+            f"| {fmt(cpu, 2)} | {ratio(cpu, bcpu)} | {complete:,}/{streams:,} "
+            f"| {masks / streams if streams else 0:.2f} | {lost / streams if streams else 0:.2f} | {merged:,} | {s.errors(sys_, load)} |"
+        )
+
+
+def cache_summary(s, out):
+    """The cache scenario in one table: hits and misses side by side."""
+    rows = [
+        ("mock direct", "direct", "fixed"),
+        ("exact hit", "tollgate-cache", "fixed"),
+        ("semantic hit", "tollgate-semantic", "unique"),
+        ("miss (looked up, forwarded, stored)", "tollgate-cache", "unique"),
+        ("no cache on the route", "tollgate", "unique"),
+    ]
+    miss_t = tput(s, "tollgate-cache", "unique-c64")
+    miss_p50 = s.med("tollgate-cache", "unique-c1", lambda r: r["latency_us"]["p50"])
+    out.append("| answered by | req/s, 64 clients | vs miss | vs direct | p50, 1 client | p99, 1 client | p50 vs miss | answers that were hits |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---|")
+    for label, sys_, kind in rows:
+        c64, c1 = f"{kind}-c64", f"{kind}-c1"
+        if not s.runs(sys_, c64) and not s.runs(sys_, c1):
+            continue
+        t = tput(s, sys_, c64)
+        p50 = s.med(sys_, c1, lambda r: r["latency_us"]["p50"])
+        p99 = s.med(sys_, c1, lambda r: r["latency_us"]["p99"])
+        mix = "–" if sys_ in ("direct", "tollgate") else f"{cache_mix(s, sys_, c64)} (64 clients); {cache_mix(s, sys_, c1)} (1 client)"
+        out.append(
+            f"| {label} | {fmt(t)} | {ratio(t, miss_t)} | {ratio(t, tput(s, 'direct', c64))} "
+            f"| {us(p50)} | {us(p99)} | {us(diff(p50, miss_p50))} | {mix} |"
+        )
+    out.append("")
+
+
 # === Targets ===
 
 def targets_section(scenarios, out):
@@ -433,7 +579,7 @@ def main():
         out.append("")
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(d["started_unix"]))
         out.append(
-            f"Ran {when}, {d['runs']} run(s){' (quick mode)' if d['quick'] else ''}; mock: {d['mock']['tokens']} tokens, "
+            f"Ran {when}, {d['runs']} run(s){' (quick mode)' if d['quick'] else ''}; mock: {mock_tokens(d['mock'])}, "
             f"{d['mock']['token_delay']} between tokens; load average {mb['loadavg'].split(' ')[0]} before, "
             f"{(ma.get('loadavg') or '– ').split(' ')[0]} after."
         )
@@ -441,6 +587,8 @@ def main():
         for sysd in d["systems"]:
             if sysd["status"] != "ok":
                 out.append(f"- **{sysd['name']} not measured**: {sysd['status'].splitlines()[0]}")
+        if d.get("redis"):
+            out.append("- A `redis-server` ran on loopback for the scenario, on the load generator's CPU, without persistence")
         for sys_, load, why in d.get("skipped", []):
             out.append(f"- {sys_} / {load}: not run ({why})")
         out.append("")
@@ -448,6 +596,10 @@ def main():
         if s.name.startswith("e-"):
             features_table(s, out)
             out.append("")
+        elif d.get("baseline") or any(r["result"].get("cache") for r in d["results"]):
+            if s.name.startswith("h-"):
+                cache_summary(s, out)
+            compare_tables(s, out)
         elif "memory" in kinds:
             memory_table(s, out)
             out.append("")

@@ -25,7 +25,7 @@ QUICK=${BENCH_QUICK:-0}
 NICE=${BENCH_NICE:--10}
 LITELLM_VERSION=${BENCH_LITELLM_VERSION:-1.106.2}
 # The whole suite stops by itself after this many seconds, whatever happens.
-SUITE_TIMEOUT=${BENCH_TIMEOUT:-3000}
+SUITE_TIMEOUT=${BENCH_TIMEOUT:-4200}
 
 mkdir -p "$RESULTS"
 PIDS=$(mktemp /tmp/tollgate-bench-pids.XXXXXX)
@@ -35,7 +35,7 @@ cleanup() {
     # Every process the suite started wrote its PID here; stop those that remain.
     # SIGINT is a fast stop for all of them (SIGTERM makes Pingora wait 300 s).
     # A PID is signalled only while its command line is still one of ours.
-    ours() { [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' < "/proc/$1/cmdline" | grep -qE "$BIN|tollgate-bench-|\.venv-litellm"; }
+    ours() { [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' < "/proc/$1/cmdline" | grep -qE "$BIN|tollgate-bench-|\.venv-litellm|redis-server 127\.0\.0\.1:"; }
     if [ -s "$PIDS" ]; then
         while read -r pid; do ours "$pid" && kill -INT "$pid" 2>/dev/null || true; done < "$PIDS"
         sleep 1
@@ -124,6 +124,9 @@ if [ "${BENCH_LITELLM:-1}" != 0 ]; then
     fi
 fi
 
+# Scenarios with `redis: true` start their own Redis server on loopback.
+REDIS_SERVER=${BENCH_REDIS_SERVER:-$(command -v redis-server || echo /usr/bin/redis-server)}
+
 # --- run ---------------------------------------------------------------------------------
 PIN=()
 if [ "$(nproc)" -ge 2 ]; then
@@ -140,7 +143,7 @@ BENCH_QUICK=$QUICK timeout --signal=TERM --kill-after=10 "$SUITE_TIMEOUT" \
     nice -n "$NICE" "${RUNNER[@]+"${RUNNER[@]}"}" "$BIN/tollgate-bench" suite \
     --bin-dir "$BIN" --nginx "$(command -v nginx || echo /usr/sbin/nginx)" \
     "${PIN[@]+"${PIN[@]}"}" "${LITELLM_ARGS[@]+"${LITELLM_ARGS[@]}"}" \
-    --pid-file "$PIDS" --out "$RESULTS" "${SCENARIOS[@]}"
+    --redis-server "$REDIS_SERVER" --pid-file "$PIDS" --out "$RESULTS" "${SCENARIOS[@]}"
 UPTIME_AFTER=$(uptime)
 
 # --- report ------------------------------------------------------------------------------
@@ -155,7 +158,7 @@ HEADER=$(mktemp)
     echo "- Machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), Linux $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
     echo "- Pinning: proxy under test on CPU $PROXY_CPU (one worker thread or process); load generator and mock provider on CPU $LOAD_CPU; all at nice $NICE"
     echo "- Tollgate commit: ${BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
-    echo "- Versions: $(nginx -v 2>&1 | sed 's/^nginx version: //'), Pingora 0.9.1 (bench/pingora-baseline), $LITELLM_NOTE, $(rustc --version | cut -d' ' -f1-2)"
+    echo "- Versions: $(nginx -v 2>&1 | sed 's/^nginx version: //'), Pingora 0.9.1 (bench/pingora-baseline), $LITELLM_NOTE, $("$REDIS_SERVER" --version 2>/dev/null | cut -d' ' -f1-3 || echo 'no redis-server'), $(rustc --version | cut -d' ' -f1-2)"
     echo "- Kernel settings: $(sed 's/^ *//' "$KERNEL_LOG" | paste -sd ';' - | sed 's/;/; /g'); open files per process $(ulimit -n)"
     echo "- Load before: ${UPTIME_BEFORE#*load average: }; after: ${UPTIME_AFTER#*load average: } (1, 5, 15 min). The machine is shared"
     echo "  with other work (builds); a load above ~0.5 before a run means the figures are noisy."

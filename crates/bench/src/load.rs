@@ -24,6 +24,9 @@ use crate::tokens::{EventKind, StreamCheck};
 /// anything bigger is counted as an error instead of being read on.
 const MAX_PLAIN_BODY_BYTES: usize = 1024 * 1024;
 
+/// The response header in which Tollgate says how its cache answered.
+const CACHE_HEADER: &str = "x-tollgate-cache";
+
 /// How often the system under test is sampled (memory, CPU, open streams).
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -136,26 +139,53 @@ pub struct LoadSpec {
     #[arg(long)]
     #[serde(default)]
     pub max_tokens: Option<u64>,
+    /// The user message every request sends (default: a short greeting). A fixed prompt
+    /// makes every request after the first a cache hit on a cached route.
+    #[arg(long)]
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Append a word no other request of any run carries to each request's prompt: every
+    /// request is an exact-cache miss, and similar enough to the others for a semantic hit.
+    #[arg(long)]
+    #[serde(default)]
+    pub unique_prompts: bool,
     /// Scenario files only: the systems this load runs against (default: all).
     #[arg(skip)]
     #[serde(default)]
     pub only: Option<Vec<String>>,
 }
 
+/// The prompt sent when a load names none.
+const DEFAULT_PROMPT: &str = "Say hello to the bench suite.";
+
+/// The placeholder in a request body that [`LoadSpec::unique_prompts`] replaces with
+/// a word of its own per request; it cannot occur in JSON text any other way.
+const UNIQUE_MARK: &str = "\u{0}unique\u{0}";
+
 /// What is sent: where, with which body and key.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RequestTemplate {
     pub target: Target,
+    /// The body, or (with unique prompts) the text before and after the unique word.
     pub body: Bytes,
+    body_tail: Option<Bytes>,
+    /// Unique prompts: the run's own prefix of every unique word, and the next number.
+    unique: Option<(String, AtomicU64)>,
     pub key: Option<String>,
 }
 
 impl RequestTemplate {
-    /// A chat completion for `model` with a short prompt.
+    /// A chat completion for `model` with the load's prompt (a short greeting by default).
     pub fn chat(target: Target, model: &str, key: Option<String>, spec: &LoadSpec) -> Self {
+        let prompt = spec.prompt.as_deref().unwrap_or(DEFAULT_PROMPT);
+        let content = if spec.unique_prompts {
+            format!("{prompt} {UNIQUE_MARK}")
+        } else {
+            prompt.to_owned()
+        };
         let mut body = serde_json::json!({
             "model": model,
-            "messages": [{"role": "user", "content": "Say hello to the bench suite."}],
+            "messages": [{"role": "user", "content": content}],
         });
         if spec.stream {
             body["stream"] = true.into();
@@ -163,10 +193,41 @@ impl RequestTemplate {
         if let Some(max) = spec.max_tokens {
             body["max_tokens"] = max.into();
         }
-        Self {
-            target,
-            body: Bytes::from(body.to_string()),
-            key,
+        let text = body.to_string();
+        // serde_json writes the NUL characters of the mark as `\u0000`.
+        let mark = serde_json::Value::from(UNIQUE_MARK).to_string();
+        let mark = mark.trim_matches('"');
+        match text.split_once(mark).filter(|_| spec.unique_prompts) {
+            Some((head, tail)) => Self {
+                target,
+                body: Bytes::from(head.to_owned()),
+                body_tail: Some(Bytes::from(tail.to_owned())),
+                unique: Some((unique_run_prefix(), AtomicU64::new(0))),
+                key,
+            },
+            None => Self {
+                target,
+                body: Bytes::from(text),
+                body_tail: None,
+                unique: None,
+                key,
+            },
+        }
+    }
+
+    /// This request's body: the fixed one, or one with a fresh unique word.
+    fn next_body(&self) -> Bytes {
+        match (&self.unique, &self.body_tail) {
+            (Some((prefix, next)), Some(tail)) => {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let word = format!("{prefix}{n}");
+                let mut body = Vec::with_capacity(self.body.len() + word.len() + tail.len());
+                body.extend_from_slice(&self.body);
+                body.extend_from_slice(word.as_bytes());
+                body.extend_from_slice(tail);
+                Bytes::from(body)
+            }
+            _ => self.body.clone(),
         }
     }
 
@@ -176,17 +237,27 @@ impl RequestTemplate {
         } else {
             self.target.path.clone()
         };
+        let body = self.next_body();
         let mut builder = http::Request::post(uri)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::CONTENT_LENGTH, self.body.len());
+            .header(http::header::CONTENT_LENGTH, body.len());
         if !http2 {
             builder = builder.header(http::header::HOST, &self.target.authority);
         }
         if let Some(key) = &self.key {
             builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
         }
-        builder.body(Full::new(self.body.clone()))
+        builder.body(Full::new(body))
     }
+}
+
+/// A prefix no earlier run used (the wall clock in nanoseconds), so the unique words of
+/// one run never repeat another's and a cache warmed by an earlier run stays cold.
+fn unique_run_prefix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("r{nanos}n")
 }
 
 /// Token timing and integrity over every stream of a load.
@@ -205,6 +276,8 @@ pub struct StreamResult {
     pub merged_events: u64,
     pub out_of_order: u64,
     pub foreign_words: u64,
+    /// Redaction masks (`[EMAIL]`) among the foreign words.
+    pub masks: u64,
     /// Streams that ended without `[DONE]`.
     pub incomplete: u64,
     /// Streams with an error event.
@@ -244,6 +317,9 @@ pub struct LoadResult {
     pub usage: Option<Usage>,
     /// Samples of the system (kept for streamed loads, for the memory plots).
     pub samples: Vec<Sample>,
+    /// Measured answers by their `x-tollgate-cache` header (`hit`, `semantic-hit`,
+    /// `miss`, `bypass`); empty when no answer carried one.
+    pub cache: BTreeMap<String, u64>,
 }
 
 // === Recording ===
@@ -252,6 +328,7 @@ struct Recorder {
     sent: u64,
     ok: u64,
     errors: BTreeMap<String, u64>,
+    cache: BTreeMap<String, u64>,
     latency: Hist,
     service: Hist,
     lag: Hist,
@@ -267,6 +344,8 @@ struct Outcome {
     sent: Instant,
     done: Instant,
     stream: Option<StreamOutcome>,
+    /// The answer's `x-tollgate-cache` header.
+    cache: Option<String>,
 }
 
 struct StreamOutcome {
@@ -282,6 +361,7 @@ impl Recorder {
             sent: 0,
             ok: 0,
             errors: BTreeMap::new(),
+            cache: BTreeMap::new(),
             latency: Hist::new()?,
             service: Hist::new()?,
             lag: Hist::new()?,
@@ -295,6 +375,9 @@ impl Recorder {
         self.sent += 1;
         self.lag
             .record(o.sent.saturating_duration_since(o.intended).as_micros() as u64);
+        if let Some(status) = o.cache {
+            *self.cache.entry(status).or_default() += 1;
+        }
         if let Some(mut s) = o.stream {
             // Tokens missing from a stream that was cut or timed out are counted as an
             // incomplete stream, not as lost chunks of a stream that claimed to be whole.
@@ -309,6 +392,7 @@ impl Recorder {
             r.merged_events += s.check.merged;
             r.out_of_order += s.check.out_of_order;
             r.foreign_words += s.check.foreign;
+            r.masks += s.check.masks;
             r.incomplete += u64::from(!s.check.done);
             r.errored += u64::from(s.check.errored);
             r.coalesced_events += s.coalesced;
@@ -352,6 +436,7 @@ async fn one_request(
             gaps: Vec::new(),
             coalesced: 0,
         }),
+        cache: None,
     };
     let result = tokio::time::timeout(timeout, exchange(pool, template, &mut outcome)).await;
     outcome.done = Instant::now();
@@ -379,6 +464,11 @@ async fn exchange(
         .await
         .map_err(|_| "http".to_owned())?;
     let status = response.status();
+    outcome.cache = response
+        .headers()
+        .get(CACHE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let mut body = response.into_body();
     let mut decoder = SseDecoder::new();
     let mut events = Vec::new();
@@ -550,6 +640,7 @@ pub async fn run(
         connects: pool.connects.load(Ordering::Relaxed),
         usage,
         samples,
+        cache: r.cache.clone(),
     })
 }
 
@@ -692,4 +783,55 @@ async fn open_loop(
     let _ = dispatcher.join();
     let measured_start = start + intended_offset(warmup_n, rate);
     Ok(Instant::now().saturating_duration_since(measured_start))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        spec: LoadSpec,
+    }
+
+    fn template(args: &[&str]) -> RequestTemplate {
+        let spec = Cli::parse_from([&["load"], args].concat()).spec;
+        let target = Target::parse("http://127.0.0.1:1/v1/chat/completions").unwrap();
+        RequestTemplate::chat(target, "m", None, &spec)
+    }
+
+    fn content(body: &Bytes) -> String {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        v["messages"][0]["content"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn a_fixed_prompt_is_the_same_body_every_time() {
+        let t = template(&["--prompt", "Hi \"there\""]);
+        assert_eq!(t.next_body(), t.next_body());
+        assert_eq!(content(&t.next_body()), "Hi \"there\"");
+        assert_eq!(content(&template(&[]).next_body()), DEFAULT_PROMPT);
+    }
+
+    #[test]
+    fn unique_prompts_differ_in_one_last_word() {
+        let t = template(&["--prompt", "Say \"hi\"", "--unique-prompts", "--stream"]);
+        let (a, b) = (content(&t.next_body()), content(&t.next_body()));
+        assert_ne!(a, b);
+        for c in [&a, &b] {
+            let (prompt, word) = c.rsplit_once(' ').unwrap();
+            assert_eq!(prompt, "Say \"hi\"");
+            assert!(word.starts_with('r') && !word.contains('\0'), "{word}");
+        }
+        let other_run = template(&["--unique-prompts"]);
+        assert_ne!(
+            content(&other_run.next_body()).rsplit_once(' ').unwrap().1,
+            a.rsplit_once(' ').unwrap().1
+        );
+        let v: serde_json::Value = serde_json::from_slice(&t.next_body()).unwrap();
+        assert_eq!(v["stream"], true);
+    }
 }

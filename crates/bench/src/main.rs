@@ -84,6 +84,9 @@ enum Command {
         /// Append the PID of every started process to this file.
         #[arg(long)]
         pid_file: Option<PathBuf>,
+        /// The `redis-server` binary, for scenarios with `redis: true`.
+        #[arg(long, default_value = "redis-server")]
+        redis_server: PathBuf,
         /// One short run per load instead of the scenario's full runs.
         #[arg(long, env = "BENCH_QUICK", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
         quick: bool,
@@ -138,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             proxy_cpu,
             load_cpu,
             pid_file,
+            redis_server,
             quick,
         } => {
             let env = Env {
@@ -147,6 +151,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 proxy_cpu,
                 load_cpu,
                 pid_file,
+                redis_server,
+                redis_url: None,
             };
             let command: Vec<String> = std::env::args().collect();
             let command = command.join(" ");

@@ -34,6 +34,14 @@ pub struct Scenario {
     /// Shown under the scenario's tables.
     #[serde(default)]
     pub notes: Option<String>,
+    /// The system the others' "added" figures and ratios are taken against (e.g. the
+    /// gateway with a feature off); `direct` is always compared as well.
+    #[serde(default)]
+    pub baseline: Option<String>,
+    /// Start a `redis-server` on loopback for the scenario; Tollgate systems find its URL
+    /// in `BENCH_REDIS_URL` (their config writes `url: "${BENCH_REDIS_URL}"`).
+    #[serde(default)]
+    pub redis: bool,
 }
 
 fn default_runs() -> usize {
@@ -47,6 +55,10 @@ pub struct MockSpec {
     /// Reply tokens (`tok0 tok1 …`).
     #[serde(default = "default_tokens")]
     pub tokens: u64,
+    /// A fixed reply instead (`tollgate-mock --reply`), one token per whitespace-separated
+    /// word; words other than `tok<N>` should sit at position N's place (see `tokens.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
     /// Pause between streamed tokens.
     #[serde(default, with = "humantime_serde")]
     pub token_delay: Duration,
@@ -59,10 +71,20 @@ fn default_tokens() -> u64 {
     16
 }
 
+impl MockSpec {
+    /// Tokens the mock sends per answer: the reply's words, or `tokens`.
+    pub fn reply_tokens(&self) -> u64 {
+        self.reply
+            .as_ref()
+            .map_or(self.tokens, |r| r.split_whitespace().count() as u64)
+    }
+}
+
 impl Default for MockSpec {
     fn default() -> Self {
         Self {
             tokens: default_tokens(),
+            reply: None,
             token_delay: Duration::ZERO,
             first_token_delay: Duration::ZERO,
         }
@@ -155,6 +177,11 @@ impl Scenario {
                 return Err(format!("system name '{n}' appears twice"));
             }
         }
+        if let Some(b) = &self.baseline {
+            if !names.contains(b) {
+                return Err(format!("baseline: unknown system '{b}'"));
+            }
+        }
         for load in &self.loads {
             if load.http != 1 && load.http != 2 {
                 return Err(format!("load {}: http must be 1 or 2", load.name));
@@ -222,6 +249,20 @@ loads:
         assert_eq!(s.loads[0].http, 1);
         assert_eq!(s.loads[1].rate, Some(1000.0));
         assert_eq!(s.loads[1].warmup, Duration::from_secs(1));
+        assert_eq!(s.mock.reply_tokens(), 64);
+        assert!(!s.redis && s.baseline.is_none());
+    }
+
+    #[test]
+    fn a_fixed_reply_and_a_baseline() {
+        let text = FILE.replace(
+            "mock: { tokens: 64, token_delay: 20ms }",
+            "mock: { reply: \"tok0 Mail a@b.example tok3\" }\nbaseline: tollgate\nredis: true",
+        );
+        let s = parse(&text).unwrap();
+        assert_eq!(s.mock.reply_tokens(), 4);
+        assert_eq!(s.baseline.as_deref(), Some("tollgate"));
+        assert!(s.redis);
     }
 
     #[test]
@@ -230,6 +271,7 @@ loads:
         assert!(parse(&FILE.replace("only: [tollgate]", "only: [envoy]")).is_err());
         assert!(parse(&FILE.replace("rate: 1000, ", "")).is_err());
         assert!(parse(&FILE.replace("name: tollgate-quiet", "name: tollgate")).is_err());
+        assert!(parse(&format!("{FILE}baseline: envoy\n")).is_err());
     }
 
     #[test]

@@ -70,6 +70,10 @@ struct Report<'a> {
     scenario: &'a str,
     description: &'a str,
     notes: Option<&'a str>,
+    /// The system "added" figures are taken against, besides `direct`.
+    baseline: Option<&'a str>,
+    /// A Redis server ran beside the systems.
+    redis: bool,
     quick: bool,
     runs: usize,
     mock: &'a MockSpec,
@@ -113,6 +117,15 @@ pub async fn run_scenario(
     );
 
     let (mock, mock_addr) = systems::start_mock(env, &scenario.mock)?;
+    let redis = if scenario.redis {
+        Some(systems::start_redis(env)?)
+    } else {
+        None
+    };
+    let env = &Env {
+        redis_url: redis.as_ref().map(|r| r.url.clone()),
+        ..env.clone()
+    };
     let mock_pid = mock.pid();
     let options: Vec<SystemOptions> = scenario.systems.iter().map(|s| s.options()).collect();
     let mut statuses: Vec<SystemStatus> = options
@@ -135,6 +148,8 @@ pub async fn run_scenario(
             scenario: &scenario.name,
             description: &scenario.description,
             notes: scenario.notes.as_deref(),
+            baseline: scenario.baseline.as_deref(),
+            redis: scenario.redis,
             quick,
             runs: scenario.runs,
             mock: &scenario.mock,
@@ -208,9 +223,8 @@ pub async fn run_scenario(
                     Some(system.key.to_owned()),
                     load,
                 );
-                let expected = load
-                    .max_tokens
-                    .map_or(scenario.mock.tokens, |m| m.min(scenario.mock.tokens));
+                let sent_tokens = scenario.mock.reply_tokens();
+                let expected = load.max_tokens.map_or(sent_tokens, |m| m.min(sent_tokens));
                 let result = load::run(load, template, expected, Some(system.pid())).await?;
                 eprintln!("   {}", progress_line(&name, &load.name, run, &result));
                 results.push(RunRecord {
@@ -225,6 +239,7 @@ pub async fn run_scenario(
         }
     }
     drop(running);
+    drop(redis);
     drop(mock);
     write(&statuses, &results, &skipped, true)?;
     Ok(out)

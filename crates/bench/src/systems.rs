@@ -1,6 +1,7 @@
 //! Starting and stopping the systems under test: the mock provider, nginx, the bare
 //! Pingora baseline, LiteLLM and Tollgate, each from a generated configuration in its
-//! own temporary directory, pinned to its CPU with `taskset`.
+//! own temporary directory, pinned to its CPU with `taskset`; and the Redis server a
+//! scenario's Tollgate variants may keep their counters in.
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -49,6 +50,11 @@ pub struct Env {
     /// File that gets one PID per started process, so a wrapper script can clean up
     /// after a crash.
     pub pid_file: Option<PathBuf>,
+    /// The `redis-server` binary, for scenarios with `redis: true`.
+    pub redis_server: PathBuf,
+    /// `redis://127.0.0.1:PORT` of the scenario's Redis, passed to Tollgate as
+    /// `BENCH_REDIS_URL`.
+    pub redis_url: Option<String>,
 }
 
 /// A started process; stopped (SIGINT, then SIGKILL) when dropped.
@@ -183,6 +189,9 @@ pub fn start_mock(env: &Env, spec: &MockSpec) -> Result<(Proc, SocketAddr), Benc
         .arg(format!("{}us", spec.token_delay.as_micros()))
         .arg("--first-token-delay")
         .arg(format!("{}us", spec.first_token_delay.as_micros()));
+    if let Some(reply) = &spec.reply {
+        cmd.arg("--reply").arg(reply);
+    }
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -207,6 +216,66 @@ pub fn start_mock(env: &Env, spec: &MockSpec) -> Result<(Proc, SocketAddr), Benc
             message: format!("unexpected first line {line:?}"),
         })?;
     Ok((proc, addr))
+}
+
+// === Redis ===
+
+/// A running Redis server, stopped when dropped.
+pub struct RedisServer {
+    /// `redis://127.0.0.1:PORT`.
+    pub url: String,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts `redis-server` on a free loopback port, without persistence, on the load
+/// generator's CPU (a deployment runs it on other machines: its CPU is not the gateway's),
+/// and waits until it answers `PING`.
+pub fn start_redis(env: &Env) -> Result<RedisServer, BenchError> {
+    let dir = tempdir()?;
+    let port = free_port()?;
+    let mut cmd = command(&env.redis_server, env.load_cpu.as_ref());
+    cmd.arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--save")
+        .arg("")
+        .arg("--appendonly")
+        .arg("no")
+        .arg("--dir")
+        .arg(dir.path());
+    let mut proc = spawn(env, "redis", cmd, &dir.path().join("stderr.log"))?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if redis_ping(port) {
+            return Ok(RedisServer {
+                url: format!("redis://127.0.0.1:{port}"),
+                _proc: proc,
+                _dir: dir,
+            });
+        }
+        if Instant::now() >= deadline || matches!(proc.child.try_wait(), Ok(Some(_))) {
+            return Err(BenchError::System {
+                system: "redis".to_owned(),
+                message: format!("no PONG on port {port}"),
+            });
+        }
+        std::thread::sleep(READY_POLL);
+    }
+}
+
+/// One `PING` over a fresh connection; true on `+PONG`.
+fn redis_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(READY_POLL));
+    let mut answer = [0u8; 7];
+    conn.write_all(b"PING\r\n").is_ok()
+        && conn.read_exact(&mut answer).is_ok()
+        && &answer == b"+PONG\r\n"
 }
 
 // === Generated configurations ===
@@ -435,6 +504,9 @@ pub async fn start(
                 .arg(&conf)
                 .env("TOLLGATE_LOG", opts.log.as_deref().unwrap_or("info"))
                 .current_dir(dir.path());
+            if let Some(url) = &env.redis_url {
+                cmd.env("BENCH_REDIS_URL", url);
+            }
             // The access log goes to a file that is thrown away with the directory:
             // formatting and writing it is part of what a deployment pays.
             let p = spawn(env, &name, cmd, &dir.path().join("stderr.log"))?;

@@ -3,6 +3,11 @@
 //! The mock's generated reply is `tok0 tok1 … tok<N-1> `, one word per content delta, so
 //! every delta names its own index: a missing index is a lost chunk, two words in one
 //! delta are a merged chunk, an index seen twice or going backwards is out of order.
+//!
+//! A fixed reply (`tollgate-mock --reply`) may mix other words in, numbered by position
+//! (`tok0 tok1 Mail jane@example.com tok4`): each other word takes its position, so a
+//! stream passed through unchanged loses nothing, and a redactor that replaces a
+//! four-word card number with `[CREDIT_CARD]` shows as three lost words and one mask.
 
 use serde::Deserialize;
 
@@ -55,6 +60,8 @@ pub struct StreamCheck {
     pub out_of_order: u64,
     /// Words that are not `tok<N>`.
     pub foreign: u64,
+    /// Of those, redaction masks such as `[EMAIL]`.
+    pub masks: u64,
     /// `[DONE]` arrived.
     pub done: bool,
     /// An error event arrived.
@@ -100,6 +107,8 @@ impl StreamCheck {
         self.tokens += 1;
         let Some(index) = word.strip_prefix("tok").and_then(|n| n.parse::<u64>().ok()) else {
             self.foreign += 1;
+            self.masks += u64::from(is_mask(word));
+            self.next += 1;
             return;
         };
         if index < self.next {
@@ -129,6 +138,18 @@ impl StreamCheck {
             && self.out_of_order == 0
             && self.foreign == 0
     }
+}
+
+/// `[EMAIL]`, `[CREDIT_CARD]`: what a masking redactor writes in place of an entity.
+fn is_mask(word: &str) -> bool {
+    word.strip_prefix('[')
+        .and_then(|w| w.strip_suffix(']'))
+        .is_some_and(|name| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
 }
 
 #[cfg(test)]
@@ -172,14 +193,34 @@ mod tests {
         c.on_event(&chunk("tok2 ")); // tok1 lost
         c.on_event(&chunk("tok3 tok4 ")); // merged
         c.on_event(&chunk("tok1 ")); // late
-        c.on_event(&chunk("hello "));
+        c.on_event(&chunk("hello ")); // takes position 5
         c.on_event("[DONE]");
-        c.finish(7); // tok5, tok6 never came
-        assert_eq!(c.lost, 3);
+        c.finish(7); // tok6 never came
+        assert_eq!(c.lost, 2);
         assert_eq!(c.merged, 1);
         assert_eq!(c.out_of_order, 1);
         assert_eq!(c.foreign, 1);
         assert!(!c.is_clean());
+    }
+
+    #[test]
+    fn other_words_take_their_position_and_masks_are_counted() {
+        let mut c = StreamCheck::default();
+        for word in ["tok0 ", "Card ", "4111 ", "1111 ", "tok4 "] {
+            c.on_event(&chunk(word));
+        }
+        c.on_event("[DONE]");
+        c.finish(5);
+        assert_eq!((c.lost, c.foreign, c.masks), (0, 3, 0));
+
+        let mut m = StreamCheck::default();
+        for word in ["tok0 ", "Card ", "[CREDIT_CARD] tok4 "] {
+            m.on_event(&chunk(word));
+        }
+        m.on_event("[DONE]");
+        m.finish(5);
+        assert_eq!((m.lost, m.foreign, m.masks, m.merged), (1, 2, 1, 1));
+        assert!(!is_mask("[x]") && !is_mask("[]") && is_mask("[IP_2]"));
     }
 
     #[test]
