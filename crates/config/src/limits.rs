@@ -41,6 +41,11 @@ pub struct ClientLimitsConfig {
     /// the body is parsed. Default 64.
     #[serde(default = "default_max_json_depth")]
     pub max_json_depth: usize,
+    /// A `gzip` or `deflate` request body may inflate to at most this many times its
+    /// compressed size (and never past `server.max_body_bytes`); more gets 413 before any
+    /// upstream request. Default 100.
+    #[serde(default = "default_max_inflate_ratio")]
+    pub max_inflate_ratio: usize,
 }
 
 impl Default for ClientLimitsConfig {
@@ -54,6 +59,7 @@ impl Default for ClientLimitsConfig {
             write_timeout: default_write_timeout(),
             min_send_rate: None,
             max_json_depth: default_max_json_depth(),
+            max_inflate_ratio: default_max_inflate_ratio(),
         }
     }
 }
@@ -84,4 +90,8 @@ fn default_write_timeout() -> Duration {
 
 fn default_max_json_depth() -> usize {
     64
+}
+
+fn default_max_inflate_ratio() -> usize {
+    100
 }

@@ -217,6 +217,11 @@ impl Checker<'_> {
                 limits.max_json_depth < 2,
                 "must be at least 2",
             ),
+            (
+                "max_inflate_ratio",
+                limits.max_inflate_ratio == 0,
+                "must be at least 1",
+            ),
         ];
         for (key, bad, problem) in checks {
             if bad {
