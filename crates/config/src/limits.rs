@@ -46,6 +46,16 @@ pub struct ClientLimitsConfig {
     /// upstream request. Default 100.
     #[serde(default = "default_max_inflate_ratio")]
     pub max_inflate_ratio: usize,
+    /// HTTP/2 streams the client opened and reset before the gateway took them up, held at
+    /// once on one connection; one more ends the connection with GOAWAY
+    /// (`ENHANCE_YOUR_CALM`). Bounds the "rapid reset" attack (CVE-2023-44487). Default 20.
+    #[serde(default = "default_h2_max_pending_resets")]
+    pub h2_max_pending_resets: usize,
+    /// HTTP/2 streams the gateway may reset on one connection because the client broke the
+    /// protocol on them (flow-control overflow, frames on a closed stream); one more ends
+    /// the connection with GOAWAY. Bounds "MadeYouReset" (CVE-2025-8671). Default 100.
+    #[serde(default = "default_h2_max_error_resets")]
+    pub h2_max_error_resets: usize,
 }
 
 impl Default for ClientLimitsConfig {
@@ -60,6 +70,8 @@ impl Default for ClientLimitsConfig {
             min_send_rate: None,
             max_json_depth: default_max_json_depth(),
             max_inflate_ratio: default_max_inflate_ratio(),
+            h2_max_pending_resets: default_h2_max_pending_resets(),
+            h2_max_error_resets: default_h2_max_error_resets(),
         }
     }
 }
@@ -93,5 +105,13 @@ fn default_max_json_depth() -> usize {
 }
 
 fn default_max_inflate_ratio() -> usize {
+    100
+}
+
+fn default_h2_max_pending_resets() -> usize {
+    20
+}
+
+fn default_h2_max_error_resets() -> usize {
     100
 }

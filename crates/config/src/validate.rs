@@ -222,6 +222,16 @@ impl Checker<'_> {
                 limits.max_inflate_ratio == 0,
                 "must be at least 1",
             ),
+            (
+                "h2_max_pending_resets",
+                limits.h2_max_pending_resets == 0,
+                "must be at least 1",
+            ),
+            (
+                "h2_max_error_resets",
+                limits.h2_max_error_resets == 0,
+                "must be at least 1",
+            ),
         ];
         for (key, bad, problem) in checks {
             if bad {

@@ -9,6 +9,7 @@ mod failover;
 mod faults;
 mod governance;
 mod guardrails;
+mod h2_resets;
 mod hardening;
 mod large;
 mod ledger;
