@@ -4,6 +4,7 @@
 mod api;
 mod cache;
 mod cli;
+mod crash;
 mod edge;
 mod failover;
 mod faults;
