@@ -41,8 +41,8 @@ impl Rng {
 
 /// Calls request `i` and returns whether the client saw its answer complete.
 async fn call(client: &reqwest::Client, url: &str, i: usize) -> bool {
-    let stream = i % 3 == 0;
-    let mut body = chat_body(if i % 2 == 0 {
+    let stream = i.is_multiple_of(3);
+    let mut body = chat_body(if i.is_multiple_of(2) {
         "m-openai"
     } else {
         "m-anthropic"
