@@ -506,6 +506,8 @@ enum HeadState {
     Past,
     /// HTTP/2: no HTTP/1 heads to watch.
     Off,
+    /// The deadline passed: every further read fails.
+    Expired,
 }
 
 /// A client connection whose request heads must each complete within `limit` of their
@@ -523,6 +525,9 @@ pub(crate) struct HeadDeadlineStream {
 
 /// The end of an HTTP/1 request head.
 const HEAD_END: &[u8] = b"\r\n\r\n";
+/// What a request head reads as once its deadline has passed: invalid at any point of a
+/// head, so Pingora refuses it as malformed.
+const HEAD_EXPIRED: &[u8] = b"\0";
 /// How an HTTP/2 connection starts (RFC 9113 section 3.4).
 const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
 
@@ -586,6 +591,18 @@ impl AsyncRead for HeadDeadlineStream {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         if this.state == HeadState::InHead && this.timer.as_mut().poll(cx).is_ready() {
+            this.state = HeadState::Expired;
+            // Pingora logs any error reading a request head at ERROR, one line per slow
+            // client, except a malformed head, which it answers with 400 and logs at debug
+            // before closing. So the deadline hands it a byte no request head may hold
+            // anywhere (httparse refuses NUL in the method, target, version, field names
+            // and values, and in place of a line feed) rather than an I/O error.
+            if buf.remaining() > 0 {
+                buf.put_slice(HEAD_EXPIRED);
+                return Poll::Ready(Ok(()));
+            }
+        }
+        if this.state == HeadState::Expired {
             return Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "the request head did not arrive in time",
