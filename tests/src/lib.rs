@@ -183,6 +183,11 @@ impl Gateway {
         Self::launch(config, "", true).await
     }
 
+    /// Like [`Gateway::start_with_server`], logging at `info` into [`Gateway::log_path`].
+    pub async fn start_logging_with_server(config: &str, server_extra: &str) -> Gateway {
+        Self::launch(config, server_extra, true).await
+    }
+
     /// The gateway's stderr when started with [`Gateway::start_logging`].
     pub fn log_path(&self) -> PathBuf {
         self.dir.0.join("stderr.log")

@@ -41,6 +41,21 @@ pub struct ClientLimitsConfig {
     /// the body is parsed. Default 64.
     #[serde(default = "default_max_json_depth")]
     pub max_json_depth: usize,
+    /// A `gzip` or `deflate` request body may inflate to at most this many times its
+    /// compressed size (and never past `server.max_body_bytes`); more gets 413 before any
+    /// upstream request. Default 100.
+    #[serde(default = "default_max_inflate_ratio")]
+    pub max_inflate_ratio: usize,
+    /// HTTP/2 streams the client opened and reset before the gateway took them up, held at
+    /// once on one connection; one more ends the connection with GOAWAY
+    /// (`ENHANCE_YOUR_CALM`). Bounds the "rapid reset" attack (CVE-2023-44487). Default 20.
+    #[serde(default = "default_h2_max_pending_resets")]
+    pub h2_max_pending_resets: usize,
+    /// HTTP/2 streams the gateway may reset on one connection because the client broke the
+    /// protocol on them (flow-control overflow, frames on a closed stream); one more ends
+    /// the connection with GOAWAY. Bounds "MadeYouReset" (CVE-2025-8671). Default 100.
+    #[serde(default = "default_h2_max_error_resets")]
+    pub h2_max_error_resets: usize,
 }
 
 impl Default for ClientLimitsConfig {
@@ -54,6 +69,9 @@ impl Default for ClientLimitsConfig {
             write_timeout: default_write_timeout(),
             min_send_rate: None,
             max_json_depth: default_max_json_depth(),
+            max_inflate_ratio: default_max_inflate_ratio(),
+            h2_max_pending_resets: default_h2_max_pending_resets(),
+            h2_max_error_resets: default_h2_max_error_resets(),
         }
     }
 }
@@ -84,4 +102,16 @@ fn default_write_timeout() -> Duration {
 
 fn default_max_json_depth() -> usize {
     64
+}
+
+fn default_max_inflate_ratio() -> usize {
+    100
+}
+
+fn default_h2_max_pending_resets() -> usize {
+    20
+}
+
+fn default_h2_max_error_resets() -> usize {
+    100
 }

@@ -217,6 +217,21 @@ impl Checker<'_> {
                 limits.max_json_depth < 2,
                 "must be at least 2",
             ),
+            (
+                "max_inflate_ratio",
+                limits.max_inflate_ratio == 0,
+                "must be at least 1",
+            ),
+            (
+                "h2_max_pending_resets",
+                limits.h2_max_pending_resets == 0,
+                "must be at least 1",
+            ),
+            (
+                "h2_max_error_resets",
+                limits.h2_max_error_resets == 0,
+                "must be at least 1",
+            ),
         ];
         for (key, bad, problem) in checks {
             if bad {

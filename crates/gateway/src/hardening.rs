@@ -12,7 +12,9 @@
 //! The body is read here too ([`read_body`]): capped in size, bounded by a total deadline
 //! (Pingora's read timeout is per read, so a client trickling a byte at a time would hold
 //! the connection for ever), and checked for UTF-8 and JSON nesting depth before serde
-//! parses it.
+//! parses it. A `gzip` or `deflate` body is inflated first ([`inflate`]), never past the
+//! body cap nor past `max_inflate_ratio` times its compressed size, so a compression bomb
+//! costs the gateway no more memory or time than an uncompressed body of the cap's size.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -120,16 +122,15 @@ fn check_head(session: &Session, limits: &ClientLimitsConfig) -> Option<(u16, Ga
             return Some((431, header_too_large(size, limits)));
         }
     }
-    let encoding = header
-        .headers
-        .get(http::header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
-    match encoding.as_deref() {
-        None | Some("identity") => None,
-        Some(other) => Some((
+    match body_coding(header) {
+        Ok(_) => None,
+        Err(other) => Some((
             415,
             invalid(
-                format!("Content-Encoding '{other}' is not accepted; send the body uncompressed"),
+                format!(
+                    "Content-Encoding '{other}' is not accepted; send the body uncompressed, \
+                     gzip or deflate"
+                ),
                 "unsupported_content_encoding",
             ),
         )),
@@ -231,8 +232,8 @@ pub(crate) fn framing_problem(raw: &[u8]) -> Option<FramingProblem> {
 
 /// Reads the whole request body, refusing more than `cap` bytes (before reading any when
 /// the client declared a larger Content-Length) and a body that takes longer than
-/// `limits.body_timeout` in all; then checks it is UTF-8 JSON no deeper than
-/// `limits.max_json_depth`.
+/// `limits.body_timeout` in all; inflates a compressed one within the same cap; then
+/// checks it is UTF-8 JSON no deeper than `limits.max_json_depth`.
 pub(crate) async fn read_body(
     session: &mut Session,
     cap: usize,
@@ -245,8 +246,128 @@ pub(crate) async fn read_body(
             return Err(body_timeout(limits.body_timeout));
         }
     };
+    // The head was screened: an encoding other than these never gets here.
+    let coding = body_coding(session.req_header()).unwrap_or(BodyCoding::Identity);
+    let body = if coding == BodyCoding::Identity {
+        body
+    } else {
+        let ratio = limits.max_inflate_ratio;
+        // Inflating up to the cap is CPU work of tens of milliseconds: off the proxy's
+        // worker threads.
+        let inflated = tokio::task::spawn_blocking(move || inflate(&body, coding, cap, ratio))
+            .await
+            .map_err(|_| {
+                GatewayError::new(
+                    ErrorKind::Internal,
+                    "the request body could not be inflated",
+                )
+            })
+            .and_then(|r| r);
+        if inflated.is_err() {
+            session.set_keepalive(None);
+        }
+        inflated?
+    };
     check_json_text(&body, limits.max_json_depth)?;
     Ok(body)
+}
+
+// === content codings ===
+
+/// How a request body is encoded (`Content-Encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyCoding {
+    Identity,
+    Gzip,
+    /// RFC 9110's `deflate` is the zlib format; raw deflate streams, which some clients
+    /// send under the same name, are accepted too.
+    Deflate,
+}
+
+/// The body's coding, or the (lowercased) `Content-Encoding` that is not accepted. One
+/// coding only: a stack such as `gzip, gzip` would multiply the inflation ratio.
+fn body_coding(header: &pingora_http::RequestHeader) -> Result<BodyCoding, String> {
+    let mut values = header
+        .headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter();
+    let Some(first) = values.next() else {
+        return Ok(BodyCoding::Identity);
+    };
+    let value = String::from_utf8_lossy(first.as_bytes())
+        .trim()
+        .to_ascii_lowercase();
+    if values.next().is_some() {
+        return Err(format!("{value}, ..."));
+    }
+    match value.as_str() {
+        "" | "identity" => Ok(BodyCoding::Identity),
+        "gzip" | "x-gzip" => Ok(BodyCoding::Gzip),
+        "deflate" => Ok(BodyCoding::Deflate),
+        _ => Err(value),
+    }
+}
+
+/// Inflates `compressed` to at most `cap` bytes and at most `max_ratio` times its size,
+/// whichever is less: 413 past either, without inflating more than one byte beyond it;
+/// 400 for a body that is not valid in its coding.
+pub(crate) fn inflate(
+    compressed: &[u8],
+    coding: BodyCoding,
+    cap: usize,
+    max_ratio: usize,
+) -> Result<Bytes, GatewayError> {
+    use std::io::Read;
+
+    let by_ratio = compressed.len().saturating_mul(max_ratio);
+    let limit = cap.min(by_ratio);
+    let mut decoder: Box<dyn Read + '_> = match coding {
+        BodyCoding::Identity => return Ok(Bytes::copy_from_slice(compressed)),
+        BodyCoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(compressed)),
+        BodyCoding::Deflate if is_zlib(compressed) => {
+            Box::new(flate2::read::ZlibDecoder::new(compressed))
+        }
+        BodyCoding::Deflate => Box::new(flate2::read::DeflateDecoder::new(compressed)),
+    };
+    let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit));
+    let read = decoder
+        .by_ref()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out);
+    if let Err(err) = read {
+        let name = if coding == BodyCoding::Gzip {
+            "gzip"
+        } else {
+            "deflate"
+        };
+        return Err(invalid(
+            format!("the request body is not valid {name}: {err}"),
+            "invalid_content_encoding",
+        ));
+    }
+    if out.len() <= limit {
+        return Ok(Bytes::from(out));
+    }
+    let (message, code) = if limit == cap {
+        (
+            format!("the inflated request body is larger than the limit of {cap} bytes"),
+            "request_too_large",
+        )
+    } else {
+        (
+            format!("the request body inflates to more than {max_ratio} times its compressed size"),
+            "inflate_ratio_exceeded",
+        )
+    };
+    Err(GatewayError::new(ErrorKind::PayloadTooLarge, message).with_code(code))
+}
+
+/// Whether a `deflate` body starts with a zlib header (RFC 1950: method 8, check bits).
+fn is_zlib(body: &[u8]) -> bool {
+    match body {
+        [cmf, flg, ..] => cmf & 0x0f == 8 && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0,
+        _ => false,
+    }
 }
 
 fn body_timeout(limit: Duration) -> GatewayError {
@@ -385,6 +506,8 @@ enum HeadState {
     Past,
     /// HTTP/2: no HTTP/1 heads to watch.
     Off,
+    /// The deadline passed: every further read fails.
+    Expired,
 }
 
 /// A client connection whose request heads must each complete within `limit` of their
@@ -402,6 +525,9 @@ pub(crate) struct HeadDeadlineStream {
 
 /// The end of an HTTP/1 request head.
 const HEAD_END: &[u8] = b"\r\n\r\n";
+/// What a request head reads as once its deadline has passed: invalid at any point of a
+/// head, so Pingora refuses it as malformed.
+const HEAD_EXPIRED: &[u8] = b"\0";
 /// How an HTTP/2 connection starts (RFC 9113 section 3.4).
 const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
 
@@ -465,6 +591,18 @@ impl AsyncRead for HeadDeadlineStream {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         if this.state == HeadState::InHead && this.timer.as_mut().poll(cx).is_ready() {
+            this.state = HeadState::Expired;
+            // Pingora logs any error reading a request head at ERROR, one line per slow
+            // client, except a malformed head, which it answers with 400 and logs at debug
+            // before closing. So the deadline hands it a byte no request head may hold
+            // anywhere (httparse refuses NUL in the method, target, version, field names
+            // and values, and in place of a line feed) rather than an I/O error.
+            if buf.remaining() > 0 {
+                buf.put_slice(HEAD_EXPIRED);
+                return Poll::Ready(Ok(()));
+            }
+        }
+        if this.state == HeadState::Expired {
             return Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "the request head did not arrive in time",
@@ -669,5 +807,112 @@ mod tests {
         let err = check_json_text(b"{\"a\":\"\xff\"}", 64).unwrap_err();
         assert_eq!(err.code, Some("invalid_utf8"));
         assert!(err.message.contains("offset 6"), "{}", err.message);
+    }
+
+    fn compress(coding: BodyCoding, data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let level = flate2::Compression::best();
+        match coding {
+            BodyCoding::Gzip => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
+            BodyCoding::Deflate => {
+                let mut e = flate2::write::ZlibEncoder::new(Vec::new(), level);
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
+            BodyCoding::Identity => data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn gzip_zlib_and_raw_deflate_inflate() {
+        let json = br#"{"model":"m","messages":[{"role":"user","content":"hello"}]}"#;
+        for coding in [BodyCoding::Gzip, BodyCoding::Deflate, BodyCoding::Identity] {
+            let body = compress(coding, json);
+            assert_eq!(&inflate(&body, coding, 1 << 20, 100).unwrap()[..], json);
+        }
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut raw, json).unwrap();
+        let raw = raw.finish().unwrap();
+        assert!(!is_zlib(&raw));
+        assert_eq!(
+            &inflate(&raw, BodyCoding::Deflate, 1 << 20, 100).unwrap()[..],
+            json
+        );
+        // Concatenated gzip members are one body.
+        let mut two = compress(BodyCoding::Gzip, b"{\"a\":");
+        two.extend(compress(BodyCoding::Gzip, b"1}"));
+        assert_eq!(
+            &inflate(&two, BodyCoding::Gzip, 1024, 100).unwrap()[..],
+            b"{\"a\":1}"
+        );
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_cap_and_the_ratio() {
+        let zeros = vec![b' '; 8 << 20];
+        let bomb = compress(BodyCoding::Gzip, &zeros);
+        assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+        // The cap is the tighter bound.
+        let err = inflate(&bomb, BodyCoding::Gzip, 1 << 20, 10_000).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::PayloadTooLarge);
+        assert_eq!(err.code, Some("request_too_large"));
+        // The ratio is.
+        let err = inflate(&bomb, BodyCoding::Gzip, 32 << 20, 100).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::PayloadTooLarge);
+        assert_eq!(err.code, Some("inflate_ratio_exceeded"));
+        // Exactly at the cap passes.
+        let exact = compress(BodyCoding::Deflate, &zeros[..4096]);
+        assert_eq!(
+            inflate(&exact, BodyCoding::Deflate, 4096, 10_000)
+                .unwrap()
+                .len(),
+            4096
+        );
+        assert!(inflate(&exact, BodyCoding::Deflate, 4095, 10_000).is_err());
+    }
+
+    #[test]
+    fn corrupt_bodies_are_invalid_requests() {
+        let mut body = compress(BodyCoding::Gzip, br#"{"a":"some text to compress"}"#);
+        let mid = body.len() / 2;
+        body[mid] ^= 0xff;
+        body.truncate(body.len() - 4);
+        for (coding, bytes) in [
+            (BodyCoding::Gzip, &body[..]),
+            (BodyCoding::Gzip, &b"{\"not\":\"gzip\"}"[..]),
+            (BodyCoding::Deflate, &b"\xff\xff\xff\xff"[..]),
+        ] {
+            let err = inflate(bytes, coding, 1 << 20, 100).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidRequest);
+            assert_eq!(
+                err.code,
+                Some("invalid_content_encoding"),
+                "{}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn only_one_known_coding_is_accepted() {
+        let with = |values: &[&str]| {
+            let mut h = pingora_http::RequestHeader::build("POST", b"/", None).unwrap();
+            for v in values {
+                h.append_header("content-encoding", *v).unwrap();
+            }
+            body_coding(&h)
+        };
+        assert_eq!(with(&[]), Ok(BodyCoding::Identity));
+        assert_eq!(with(&["identity"]), Ok(BodyCoding::Identity));
+        assert_eq!(with(&[" GZIP "]), Ok(BodyCoding::Gzip));
+        assert_eq!(with(&["x-gzip"]), Ok(BodyCoding::Gzip));
+        assert_eq!(with(&["Deflate"]), Ok(BodyCoding::Deflate));
+        assert_eq!(with(&["br"]), Err("br".to_owned()));
+        assert_eq!(with(&["gzip, gzip"]), Err("gzip, gzip".to_owned()));
+        assert!(with(&["gzip", "gzip"]).is_err());
     }
 }

@@ -16,7 +16,7 @@ use pingora_core::apps::HttpServerOptions;
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
-use pingora_core::protocols::http::v2::server::default_h2_options;
+use pingora_core::protocols::http::v2::server::{default_h2_options, H2Options};
 use pingora_core::protocols::TcpKeepalive;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -168,9 +168,7 @@ fn launch(config: Config, source: Option<(PathBuf, String)>, upgrade: bool) -> E
     let policy = gateway.policy.clone();
     let mut app = pingora_proxy::http_proxy(&server.configuration, gateway);
     app.server_options = Some(server_options(&server_cfg));
-    let mut h2 = default_h2_options();
-    h2.max_concurrent_streams(server_cfg.client.h2_max_streams);
-    app.h2_options = Some(h2);
+    app.h2_options = Some(h2_options(&server_cfg));
     let header_timeout = server_cfg.client.limits.header_timeout;
     let app = crate::hardening::HeadDeadline::new(app, header_timeout);
     let idle_drain = server_cfg.idle_drain.min(server_cfg.shutdown_grace);
@@ -259,6 +257,17 @@ fn upstream_connector(conf: &ServerConf, cfg: &ServerConfig) -> Connector {
         options.keepalive_pool_size = size;
     }
     Connector::new(Some(options))
+}
+
+/// HTTP/2 settings of client connections: Pingora's bounded defaults, with the stream
+/// count and the reset budgets that end rapid-reset and MadeYouReset floods in GOAWAY.
+fn h2_options(cfg: &ServerConfig) -> H2Options {
+    let limits = &cfg.client.limits;
+    let mut h2 = default_h2_options();
+    h2.max_concurrent_streams(cfg.client.h2_max_streams)
+        .max_pending_accept_reset_streams(limits.h2_max_pending_resets)
+        .max_local_error_reset_streams(Some(limits.h2_max_error_resets));
+    h2
 }
 
 fn server_options(cfg: &ServerConfig) -> HttpServerOptions {

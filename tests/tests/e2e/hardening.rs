@@ -1,8 +1,10 @@
-//! Client-side limits (`server.client.limits`): header count and size, content codings,
+//! Client-side limits (`server.client.limits`): header count and size, content codings
+//! (gzip and deflate inflated within the body cap and a ratio cap),
 //! JSON nesting depth, UTF-8, a total deadline for the request body however it trickles,
 //! and the idle time between kept-alive requests. Slow clients run on raw sockets, each
 //! bounded in time.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -61,24 +63,106 @@ async fn header_count_and_size_are_capped_with_431() {
     assert!(a.chat_requests().await.is_empty());
 }
 
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+async fn post_encoded(url: &str, coding: &str, body: Vec<u8>) -> reqwest::Response {
+    client()
+        .post(url)
+        .bearer_auth(TEST_KEY)
+        .header("content-type", "application/json")
+        .header("content-encoding", coding)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn compressed_bodies_get_415() {
+async fn gzip_and_deflate_bodies_are_inflated() {
     let a = Mock::start(&[]);
     let gw = gateway(&a).await;
-    for coding in ["gzip", "deflate", "br", "zstd"] {
-        let resp = client()
-            .post(gw.chat_url())
-            .bearer_auth(TEST_KEY)
-            .header("content-encoding", coding)
-            .body(b"\x1f\x8b\x08\x00".to_vec())
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = error_of(resp).await;
+    let mut body = chat_body("model-a");
+    body["messages"][0]["content"] = json!("compressed ".repeat(500));
+    let raw = serde_json::to_vec(&body).unwrap();
+    for (coding, encoded) in [("gzip", gzip(&raw)), ("deflate", zlib(&raw))] {
+        assert!(encoded.len() * 10 < raw.len());
+        let resp = post_encoded(&gw.chat_url(), coding, encoded).await;
+        assert_eq!(resp.status(), 200, "{coding}");
+        let answer: Value = resp.json().await.unwrap();
+        assert_eq!(answer["object"], "chat.completion", "{coding}");
+    }
+    let seen = a.chat_requests().await;
+    assert_eq!(seen.len(), 2);
+    for request in seen {
+        let text = request.to_string();
+        assert!(text.contains(&"compressed ".repeat(500)), "{text:.300}");
+    }
+}
+
+#[tokio::test]
+async fn compression_bombs_get_413_before_any_upstream_request() {
+    let a = Mock::start(&[]);
+    let b = Mock::start(&[]);
+    let gw =
+        Gateway::start_with_server(&two_mock_config(&a, &b, ""), "  max_body_bytes: 1048576\n")
+            .await;
+    // 64 MiB of JSON whitespace in 64 KiB: past the 1 MiB cap long before the end.
+    let mut bomb = b"{\"model\":\"model-a\",\"messages\":[]".to_vec();
+    bomb.resize(64 << 20, b' ');
+    bomb.push(b'}');
+    let bomb = gzip(&bomb);
+    assert!(bomb.len() < 100 << 10, "{}", bomb.len());
+    let resp = post_encoded(&gw.chat_url(), "gzip", bomb).await;
+    let (status, body) = error_of(resp).await;
+    assert_eq!(status, 413);
+    assert_eq!(body["error"]["code"], "request_too_large");
+
+    // Under the cap, but 900 KiB from about 1 KiB: past the default ratio of 100.
+    let mut dense = b"{\"model\":\"model-a\",\"messages\":[]".to_vec();
+    dense.resize(900 << 10, b' ');
+    dense.push(b'}');
+    let resp = post_encoded(&gw.chat_url(), "deflate", zlib(&dense)).await;
+    let (status, body) = error_of(resp).await;
+    assert_eq!(status, 413);
+    assert_eq!(body["error"]["code"], "inflate_ratio_exceeded");
+    assert!(a.requests().await.is_empty());
+}
+
+#[tokio::test]
+async fn bad_gzip_gets_400_and_unknown_codings_415() {
+    let a = Mock::start(&[]);
+    let gw = gateway(&a).await;
+    let raw = serde_json::to_vec(&chat_body("model-a")).unwrap();
+    let mut broken = gzip(&raw);
+    broken.truncate(broken.len() / 2);
+    let (status, body) = error_of(post_encoded(&gw.chat_url(), "gzip", broken.clone()).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(body["error"]["code"], "invalid_content_encoding");
+
+    // The Anthropic endpoint answers in its own schema.
+    let messages = format!("{}/v1/messages", gw.url);
+    let (status, body) = error_of(post_encoded(&messages, "gzip", raw.clone()).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+
+    for coding in ["br", "zstd", "compress", "gzip, gzip"] {
+        let (status, body) = error_of(post_encoded(&gw.chat_url(), coding, gzip(&raw)).await).await;
         assert_eq!(status, 415, "{coding}");
         assert_eq!(body["error"]["code"], "unsupported_content_encoding");
     }
-    assert!(a.chat_requests().await.is_empty());
+    assert!(a.requests().await.is_empty());
 }
 
 #[tokio::test]
@@ -259,7 +343,7 @@ async fn a_client_that_stops_reading_is_cut_at_the_write_timeout() {
 async fn a_trickled_request_head_is_cut_at_the_header_deadline() {
     let a = Mock::start(&[]);
     let b = Mock::start(&[]);
-    let gw = Gateway::start_with_server(
+    let gw = Gateway::start_logging_with_server(
         &two_mock_config(&a, &b, ""),
         "  client:\n    limits:\n      header_timeout: 1s\n",
     )
@@ -285,13 +369,13 @@ async fn a_trickled_request_head_is_cut_at_the_header_deadline() {
         // One byte every 100 ms: each read is quick, the whole head would take 20 s.
         let mut sent = 0;
         let mut buf = [0u8; 4096];
+        let mut answer = Vec::new();
         let closed_after = loop {
             tokio::select! {
-                n = stream.read(&mut buf) => {
-                    let n = n.unwrap_or(0);
-                    assert_eq!(n, 0, "answered: {}", String::from_utf8_lossy(&buf[..n]));
-                    break started.elapsed();
-                }
+                n = stream.read(&mut buf) => match n.unwrap_or(0) {
+                    0 => break started.elapsed(),
+                    n => answer.extend_from_slice(&buf[..n]),
+                },
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {
                     if sent < head.len() {
                         let _ = stream.write_all(&head.as_bytes()[sent..sent + 1]).await;
@@ -305,5 +389,18 @@ async fn a_trickled_request_head_is_cut_at_the_header_deadline() {
             closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(5),
             "closed after {closed_after:?} (warm connection: {warm})"
         );
+        // At most a 400 before the close, never a request served.
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+            "{answer}"
+        );
     }
+    // A slow client is routine at the edge: no error line per attacker.
+    let log = std::fs::read_to_string(gw.log_path()).unwrap();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"level\":\"ERROR\""))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
 }

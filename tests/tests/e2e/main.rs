@@ -4,11 +4,13 @@
 mod api;
 mod cache;
 mod cli;
+mod crash;
 mod edge;
 mod failover;
 mod faults;
 mod governance;
 mod guardrails;
+mod h2_resets;
 mod hardening;
 mod large;
 mod ledger;

@@ -1,12 +1,14 @@
 //! Canary keys planted in every place a secret could travel: provider keys (one echoed
 //! back by an upstream 401, one carried in a Gemini URL to a dead endpoint) and gateway
 //! keys (valid and invalid). None may appear in error bodies, the access log, the usage
-//! ledger, `/metrics` or the admin API.
+//! ledger, `/metrics`, the admin API or the trace spans exported over OTLP.
 
 use std::time::Duration;
 
 use serde_json::json;
 use tollgate_tests::*;
+
+use crate::telemetry::{otlp_receiver, spans};
 
 const PROVIDER_KEY: &str = "sk-canary-provider-7f3e9c41";
 const GEMINI_KEY: &str = "AIzaCanaryGemini44f2a9d0";
@@ -43,7 +45,8 @@ fn ledger_dump(db: &std::path::Path) -> String {
 }
 
 #[tokio::test]
-async fn canary_keys_appear_in_no_body_log_ledger_or_metric() {
+async fn canary_keys_appear_in_no_body_log_ledger_metric_or_trace() {
+    let (collector, otlp) = otlp_receiver().await;
     let a = Mock::start(&[]);
     let dead = format!("http://127.0.0.1:{}", free_port());
     let config = format!(
@@ -56,6 +59,9 @@ models:
   model-g: {{ provider: g, model: gemini-2.0-flash }}
 keys:
   - {{ name: canary, hash: "{hash}" }}
+telemetry:
+  otlp_endpoint: "{collector}"
+  service_name: tollgate-secrets
 "#,
         a = a.url,
         hash = key_hash(GATEWAY_KEY),
@@ -131,12 +137,25 @@ keys:
     let usage = gw.usage("key").await.to_string();
     let upstreams = gw.upstreams().await.to_string();
     let log = std::fs::read_to_string(gw.log_path()).unwrap();
+    // The span of every call that got past authentication: the two 401s, the dead
+    // endpoint and the unknown model.
+    let traced = eventually(Duration::from_secs(20), || async {
+        spans(&otlp.lock().unwrap()).len() >= 4
+    })
+    .await;
+    let exported = otlp.lock().unwrap().clone();
+    let span_count = spans(&exported).len();
+    assert!(traced, "{span_count} spans exported");
+    let traces = serde_json::to_string(&exported).unwrap();
+    // The spans do describe the failed upstream calls, so there was something to leak into.
+    assert!(traces.contains("\"bad_gateway\""), "{traces:.2000}");
     println!(
-        "secrets: {} error answers, {} ledger rows, {} log bytes, {} metric bytes checked for {} canaries",
+        "secrets: {} error answers, {} ledger rows, {} log bytes, {} metric bytes, {span_count} spans ({} bytes of OTLP) checked for {} canaries",
         answers.len(),
         ledger.lines().count(),
         log.len(),
         metrics.len(),
+        traces.len(),
         CANARIES.len()
     );
     for (place, text) in [
@@ -145,6 +164,7 @@ keys:
         ("metrics", &metrics),
         ("admin usage", &usage),
         ("admin upstreams", &upstreams),
+        ("trace spans", &traces),
     ] {
         assert!(leaks(text).is_empty(), "{place} leaks {:?}", leaks(text));
     }

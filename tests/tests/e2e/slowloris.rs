@@ -4,6 +4,12 @@
 //! legitimate latency must
 //! stay close to its baseline. `SLOWLORIS_CONNECTIONS` sets the attackers of each kind
 //! (default 250 for CI; the README's figures use 1000).
+//!
+//! Zero-window readers start a stream and never read it, so the gateway's writes block:
+//! over HTTP/2 on a flow-control window of 0 (`ZERO_WINDOW_READERS` of them, default 100
+//! for CI; the README's figures use 1000), over HTTP/1 on a full TCP window (a few: the
+//! socket buffers take megabytes before the window closes). Each must be cut at
+//! `write_timeout` while legitimate calls are still served.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,12 +36,12 @@ fn attackers() -> usize {
         .unwrap_or(DEFAULT_ATTACKERS)
 }
 
-/// Latencies of `LEGIT_REQUESTS` chat calls, sorted.
-async fn legit_latencies(gw: &Gateway) -> Vec<Duration> {
+/// Latencies of `LEGIT_REQUESTS` chat calls to `model`, sorted.
+async fn legit_latencies(gw: &Gateway, model: &str) -> Vec<Duration> {
     let mut took: Vec<Duration> = futures::stream::iter(0..LEGIT_REQUESTS)
         .map(|_| async {
             let started = Instant::now();
-            let resp = gw.chat(chat_body("model-a")).await;
+            let resp = gw.chat(chat_body(model)).await;
             assert_eq!(resp.status(), 200);
             resp.bytes().await.unwrap();
             started.elapsed()
@@ -131,8 +137,8 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
     let addr = gw.url.trim_start_matches("http://").to_owned();
     let n = attackers();
 
-    legit_latencies(&gw).await; // warm-up
-    let baseline = legit_latencies(&gw).await;
+    legit_latencies(&gw, "model-a").await; // warm-up
+    let baseline = legit_latencies(&gw, "model-a").await;
 
     let started = Arc::new(AtomicUsize::new(0));
     let mut bodies = Vec::new();
@@ -156,7 +162,7 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
         "only {} attackers connected",
         started.load(Ordering::Relaxed)
     );
-    let attacked = legit_latencies(&gw).await;
+    let attacked = legit_latencies(&gw, "model-a").await;
 
     let mut closed_body = Vec::new();
     for task in bodies {
@@ -205,4 +211,319 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
             "p99 under attack {att_p99:?}, baseline {base_p99:?}"
         );
     }
+}
+
+// === zero-window readers ===
+
+/// HTTP/2 zero-window readers when `ZERO_WINDOW_READERS` is not set.
+const DEFAULT_ZERO_WINDOW_READERS: usize = 100;
+/// HTTP/1 zero-window readers: each takes about 3 MB of the gateway's work before its TCP
+/// window closes.
+const TCP_ZERO_WINDOW_READERS: usize = 10;
+/// Tokens of each reader's stream: about 5 MB of SSE, more than the socket buffers on both
+/// sides hold, so the gateway's writes block.
+const READER_STREAM_TOKENS: &str = "30000";
+/// The readers' receive buffer: the smallest the kernel allows, so the window closes at once.
+const READER_RECV_BUFFER: u32 = 4096;
+
+fn zero_window_readers() -> usize {
+    std::env::var("ZERO_WINDOW_READERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_ZERO_WINDOW_READERS)
+}
+
+/// What a zero-window reader saw once told to drain: the bytes it received in all, and
+/// whether the stream arrived whole.
+struct Drained {
+    received: usize,
+    whole: bool,
+}
+
+/// Starts a stream, reads its first bytes, reports its request id on `stalled`, then
+/// reads nothing until `drain` fires; then reads to the end of the connection.
+async fn zero_window_reader(
+    addr: std::net::SocketAddr,
+    stalled: tokio::sync::mpsc::UnboundedSender<String>,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) -> Option<Drained> {
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.set_recv_buffer_size(READER_RECV_BUFFER).ok()?;
+    let mut stream = socket.connect(addr).await.ok()?;
+    let body = serde_json::json!({
+        "model": "model-a",
+        "stream": true,
+        "messages": [{"role": "user", "content": "hello"}],
+    })
+    .to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TEST_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut first = [0u8; 1024];
+    let n = stream.read(&mut first).await.ok()?;
+    let head = String::from_utf8_lossy(&first[..n]).to_ascii_lowercase();
+    let id = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id:"))
+        .map(|v| v.trim().to_owned())?;
+    stalled.send(id).ok()?;
+    drain.wait_for(|go| *go).await.ok()?;
+    let mut received = n;
+    let mut tail = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => {
+                received += k;
+                tail.extend_from_slice(&buf[..k]);
+                let keep = tail.len().saturating_sub(64);
+                tail.drain(..keep);
+            }
+        }
+    }
+    let whole = tail.windows(6).any(|w| w == b"[DONE]");
+    Some(Drained { received, whole })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_zero_window_readers_are_cut_at_the_write_timeout() {
+    let a = Mock::start(&["--tokens", READER_STREAM_TOKENS, "--token-delay", "0ms"]);
+    let b = Mock::start(&[]);
+    let gw = Gateway::start_with_server(
+        &two_mock_config(&a, &b, ""),
+        "  client:\n    limits:\n      write_timeout: 2s\n",
+    )
+    .await;
+    let addr: std::net::SocketAddr = gw.url.trim_start_matches("http://").parse().unwrap();
+    let n = TCP_ZERO_WINDOW_READERS;
+
+    legit_latencies(&gw, "model-b").await; // warm-up
+    let baseline = legit_latencies(&gw, "model-b").await;
+
+    let (stalled_tx, mut stalled_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let readers: Vec<_> = (0..n)
+        .map(|_| {
+            tokio::spawn(zero_window_reader(
+                addr,
+                stalled_tx.clone(),
+                drain_rx.clone(),
+            ))
+        })
+        .collect();
+    drop(stalled_tx);
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    let all_stalled = tokio::time::timeout(Duration::from_secs(60), async {
+        while ids.len() < n {
+            match stalled_rx.recv().await {
+                Some(id) => ids.push(id),
+                None => break,
+            }
+        }
+    })
+    .await;
+    assert!(
+        all_stalled.is_ok() && ids.len() == n,
+        "only {} of {n} readers started their stream",
+        ids.len()
+    );
+    let stalled_after = started.elapsed();
+    let attacked = legit_latencies(&gw, "model-b").await;
+
+    // A reader's request ends, and its usage record is written, only when the gateway
+    // gives up writing to it.
+    let db = gw.dir.0.join("usage.db");
+    let ended = eventually(Duration::from_secs(60), || {
+        let (db, ids) = (db.clone(), ids.clone());
+        async move {
+            db.exists() && {
+                let rows = ledger_rows(&db);
+                ids.iter().all(|id| rows.contains_key(id))
+            }
+        }
+    })
+    .await;
+    let all_cut_after = started.elapsed();
+    assert!(ended, "not every zero-window reader was cut");
+
+    drain_tx.send(true).unwrap();
+    let mut drained = Vec::new();
+    for reader in readers {
+        let got = tokio::time::timeout(Duration::from_secs(60), reader)
+            .await
+            .expect("a reader's connection stayed open")
+            .unwrap()
+            .expect("a reader failed");
+        drained.push(got);
+    }
+    let whole = drained.iter().filter(|d| d.whole).count();
+    let most = drained.iter().map(|d| d.received).max().unwrap_or(0);
+    let (base_p50, base_p99) = (percentile(&baseline, 50), percentile(&baseline, 99));
+    let (att_p50, att_p99) = (percentile(&attacked, 50), percentile(&attacked, 99));
+    println!("HTTP/1 zero-window readers: {n}, write_timeout 2s");
+    println!(
+        "all stalled after {stalled_after:?}; all cut {all_cut_after:?} after the first connected; \
+         {} cut, {whole} whole; at most {most} bytes received by one",
+        n - whole
+    );
+    println!("| | p50 | p99 |");
+    println!("|---|---|---|");
+    println!("| legitimate, baseline | {base_p50:?} | {base_p99:?} |");
+    println!("| legitimate, with the readers stalled | {att_p50:?} | {att_p99:?} |");
+    assert_eq!(whole, 0, "a zero-window reader got its whole stream");
+}
+
+/// How an HTTP/2 zero-window reader's stream ended: after how long, counted from its
+/// response head, and with which request id.
+struct Cut {
+    after: Duration,
+    id: String,
+}
+
+/// Opens one h2c connection that grants the gateway no flow-control window, starts a
+/// stream on it and waits for the gateway to reset it; `None` when it is still open after
+/// `bound`.
+async fn h2_zero_window_reader(addr: std::net::SocketAddr, bound: Duration) -> Result<Cut, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let (send, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let connection = tokio::spawn(connection);
+    let mut send = send.ready().await.map_err(|e| format!("ready: {e}"))?;
+    let body = serde_json::json!({
+        "model": "model-a",
+        "stream": true,
+        "messages": [{"role": "user", "content": "hello"}],
+    })
+    .to_string();
+    let request = http::Request::post("http://gw/v1/chat/completions")
+        .header("authorization", format!("Bearer {TEST_KEY}"))
+        .header("content-type", "application/json")
+        .body(())
+        .map_err(|e| e.to_string())?;
+    let (response, mut upload) = send
+        .send_request(request, false)
+        .map_err(|e| format!("send: {e}"))?;
+    upload.reserve_capacity(body.len());
+    upload
+        .send_data(bytes::Bytes::from(body), true)
+        .map_err(|e| format!("upload: {e}"))?;
+    let response = tokio::time::timeout(bound, response)
+        .await
+        .map_err(|_| "no response head".to_owned())?
+        .map_err(|e| format!("response: {e}"))?;
+    let since = Instant::now();
+    let id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| format!("no request id: {}", response.status()))?
+        .to_owned();
+    let mut body = response.into_body();
+    // Never releases capacity: no DATA can arrive (empty frames aside), only the end of
+    // the stream.
+    let ended = tokio::time::timeout(bound, async {
+        loop {
+            match body.data().await {
+                Some(Ok(data)) if data.is_empty() => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .map_err(|_| "still open".to_owned())?;
+    let after = since.elapsed();
+    connection.abort();
+    match ended {
+        Some(Ok(data)) => Err(format!("got {} bytes", data.len())),
+        // Reset, or ended with no data sent: either way the gateway let go of it.
+        Some(Err(_)) | None => Ok(Cut { after, id }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_zero_window_readers_are_cut_at_the_write_timeout_and_legit_traffic_is_served() {
+    let a = Mock::start(&["--tokens", "2000", "--token-delay", "1ms"]);
+    let b = Mock::start(&[]);
+    let gw = Gateway::start_with_server(
+        &two_mock_config(&a, &b, ""),
+        "  h2c: true\n  client:\n    limits:\n      write_timeout: 2s\n",
+    )
+    .await;
+    let addr: std::net::SocketAddr = gw.url.trim_start_matches("http://").parse().unwrap();
+    let n = zero_window_readers();
+
+    legit_latencies(&gw, "model-b").await; // warm-up
+    let baseline = legit_latencies(&gw, "model-b").await;
+
+    let started = Instant::now();
+    let readers: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(h2_zero_window_reader(addr, Duration::from_secs(30))))
+        .collect();
+    let attacked = legit_latencies(&gw, "model-b").await;
+    let mut cuts = Vec::new();
+    for reader in readers {
+        cuts.push(reader.await.unwrap());
+    }
+    let all_done = started.elapsed();
+    let failures: Vec<&String> = cuts.iter().filter_map(|c| c.as_ref().err()).collect();
+    let open = failures.len();
+    let mut after: Vec<Duration> = cuts.iter().flatten().map(|c| c.after).collect();
+    after.sort();
+
+    // Every cut stream still owes, and gets, its usage record.
+    let ids: Vec<String> = cuts.iter().flatten().map(|c| c.id.clone()).collect();
+    let db = gw.dir.0.join("usage.db");
+    let recorded = eventually(Duration::from_secs(30), || {
+        let (db, ids) = (db.clone(), ids.clone());
+        async move { db.exists() && ids.iter().all(|id| ledger_rows(&db).contains_key(id)) }
+    })
+    .await;
+
+    let (base_p50, base_p99) = (percentile(&baseline, 50), percentile(&baseline, 99));
+    let (att_p50, att_p99) = (percentile(&attacked, 50), percentile(&attacked, 99));
+    println!("HTTP/2 zero-window readers: {n}, write_timeout 2s");
+    if let Some(first) = ids.first() {
+        println!(
+            "a cut reader's usage record: {:?}",
+            ledger_rows(&db).get(first)
+        );
+    }
+    if !after.is_empty() {
+        println!(
+            "cut: {} of {n}, after {:?} (first) / {:?} (median) / {:?} (last); all done after {all_done:?}",
+            after.len(),
+            after[0],
+            percentile(&after, 50),
+            after[after.len() - 1]
+        );
+    }
+    println!("| | p50 | p99 |");
+    println!("|---|---|---|");
+    println!("| legitimate, baseline | {base_p50:?} | {base_p99:?} |");
+    println!("| legitimate, with the readers stalled | {att_p50:?} | {att_p99:?} |");
+    assert_eq!(
+        open,
+        0,
+        "zero-window readers not cut: {:?}",
+        &failures[..open.min(3)]
+    );
+    // Counted from when this side saw the head: on a loaded machine the gateway's timer
+    // may have started well before, so only the upper bound is firm.
+    let last = after[after.len() - 1];
+    assert!(last < CLOSE_BOUND, "a reader was cut only after {last:?}");
+    assert!(recorded, "a cut stream has no usage record");
+    let rows = ledger_rows(&db);
+    let gone = ids
+        .iter()
+        .filter(|id| rows[*id].5.as_deref() == Some("client_gone"))
+        .count();
+    assert_eq!(gone, n, "cut streams not recorded as client_gone");
 }

@@ -15,7 +15,7 @@ use crate::providers;
 const MAX_OTLP_BODY: usize = 4 * 1024 * 1024;
 
 /// A minimal OTLP/HTTP receiver: stores every JSON body posted to `/v1/traces`.
-async fn otlp_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+pub(crate) async fn otlp_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let bodies = Arc::new(Mutex::new(Vec::new()));
@@ -63,7 +63,7 @@ async fn otlp_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
     (url, bodies)
 }
 
-fn spans(bodies: &[Value]) -> Vec<Value> {
+pub(crate) fn spans(bodies: &[Value]) -> Vec<Value> {
     bodies
         .iter()
         .flat_map(|b| b["resourceSpans"].as_array().cloned().unwrap_or_default())
