@@ -294,6 +294,10 @@ async fn answer(
     let _ = header.insert_header("x-request-id", ctx.id.as_str());
     let _ = header.insert_header("x-tollgate-cache", header_value(status));
     let _ = header.insert_header("x-tollgate-cost", "0");
+    // A hit counts against the request limits like any answer, so it says where they stand.
+    for (name, value) in &ctx.rate_headers {
+        let _ = header.insert_header(*name, value.as_str());
+    }
     crate::proxy::close_if_draining(session, ctx);
     if session
         .write_response_header(Box::new(header), false)

@@ -563,7 +563,9 @@ models:
         let reloader = reloader(&file);
         let changed = format!(
             "{CONFIG}cache: {{ store: memory }}\nmanaged_keys: {{ path: {} }}\n",
-            std::env::temp_dir().join("tollgate-reload-keys.db").display()
+            std::env::temp_dir()
+                .join("tollgate-reload-keys.db")
+                .display()
         );
         std::fs::write(&file.0, changed).unwrap();
         let done = reloader.reload().unwrap();

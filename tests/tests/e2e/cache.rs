@@ -130,6 +130,34 @@ async fn exact_hits_misses_ttl_bypass_and_tenants() {
 }
 
 #[tokio::test]
+async fn a_hit_counts_against_the_request_limits_and_says_so_in_its_headers() {
+    let mock = Mock::start(&["--tokens", "6"]);
+    let limits = "limits:\n  - { name: key-rpm, scope: key, match: { key: test }, rpm: 100 }\n";
+    let gw = Gateway::start(&(config(&mock, "store: memory", "1h") + limits)).await;
+    let q = question("cached", "What is the capital of Italy?");
+    let mut remaining = Vec::new();
+    for want in ["miss", "hit"] {
+        let resp = client()
+            .post(gw.chat_url())
+            .bearer_auth(TEST_KEY)
+            .json(&q)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(header("x-tollgate-cache").as_deref(), Some(want));
+        assert_eq!(header("x-ratelimit-limit-requests").as_deref(), Some("100"));
+        remaining.push(header("x-ratelimit-remaining-requests").unwrap());
+    }
+    assert_eq!(remaining, ["99", "98"]);
+}
+
+#[tokio::test]
 async fn a_hit_replays_as_a_stream_to_both_dialects_and_records_what_it_saved() {
     let mock = Mock::start(&["--tokens", "5"]);
     let gw = Gateway::start(&config(&mock, "store: memory", "1h")).await;
