@@ -106,6 +106,34 @@ pub struct LedgerConfig {
     /// The spool directory (one per gateway process). Default `data/spool`.
     #[serde(default = "default_spool_dir")]
     pub spool: std::path::PathBuf,
+    /// What an answer's record must survive before the answer's last byte is sent.
+    #[serde(default)]
+    pub durability: LedgerDurability,
+    /// `durability: process`: how often the spool is fsynced. Default 1s.
+    #[serde(default = "default_fsync_interval", with = "humantime_serde")]
+    pub fsync_interval: Duration,
+}
+
+/// How far a usage record is written before the answer it accounts for completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerDurability {
+    /// Written to the OS: survives the gateway being killed or crashing; the spool is
+    /// fsynced every `fsync_interval`, so a power loss or kernel crash can lose the
+    /// records of the last interval. Adds microseconds to an answer.
+    #[default]
+    Process,
+    /// Fsynced (group-committed with concurrent answers): survives a power loss too, and
+    /// adds a disk flush to every answer.
+    Machine,
+}
+
+/// Bounds of `ledger.fsync_interval`.
+pub const FSYNC_INTERVAL_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(60);
+
+fn default_fsync_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 impl Default for LedgerConfig {
@@ -115,6 +143,8 @@ impl Default for LedgerConfig {
             path: default_ledger_path(),
             url: None,
             spool: default_spool_dir(),
+            durability: LedgerDurability::default(),
+            fsync_interval: default_fsync_interval(),
         }
     }
 }

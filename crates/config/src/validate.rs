@@ -12,7 +12,7 @@ use crate::guardrails::{GuardrailConfig, InjectionAction};
 use crate::keyhash::is_key_hash;
 use crate::model::{
     Config, LedgerSink, ModelConfig, ModelMode, ProviderConfig, ProviderKind, ProviderTlsConfig,
-    RouteConfig, ServerConfig, Strategy, TlsListenConfig, MAX_HTTP2_STREAMS,
+    RouteConfig, ServerConfig, Strategy, TlsListenConfig, FSYNC_INTERVAL_RANGE, MAX_HTTP2_STREAMS,
 };
 use crate::path::KeyPath;
 use crate::pem::{load_certs, load_key};
@@ -67,6 +67,16 @@ impl Config {
             check.report(
                 KeyPath::root().key("ledger").key("url"),
                 "the postgres sink needs a url, e.g. postgres://user:${PGPASSWORD}@host/db",
+            );
+        }
+        if !FSYNC_INTERVAL_RANGE.contains(&self.ledger.fsync_interval) {
+            check.report(
+                KeyPath::root().key("ledger").key("fsync_interval"),
+                format!(
+                    "must be between {} and {}",
+                    show(*FSYNC_INTERVAL_RANGE.start()),
+                    show(*FSYNC_INTERVAL_RANGE.end())
+                ),
             );
         }
         if let Some(telemetry) = &self.telemetry {

@@ -6,10 +6,11 @@
 //! problems come back (message text as a prefix).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tollgate_config::{
-    hash_key, load, parse, ConfigErrors, GuardrailConfig, InjectionAction, ModelMode,
-    OnInvalidJson, RetryOn, Strategy,
+    hash_key, load, parse, ConfigErrors, GuardrailConfig, InjectionAction, LedgerDurability,
+    ModelMode, OnInvalidJson, RetryOn, Strategy,
 };
 
 const ORIGIN: &str = "t.yaml";
@@ -984,6 +985,28 @@ providers:
     http2: true
     http2_streams: 0 # <- providers.v.http2_streams: must be between 1 and 1000
 models: {}
+",
+    );
+}
+
+#[test]
+fn ledger_durability_defaults_to_process_and_bad_intervals_are_located() {
+    let plain = parse(CATALOG, ORIGIN).unwrap();
+    assert_eq!(plain.ledger.durability, LedgerDurability::Process);
+    assert_eq!(plain.ledger.fsync_interval, Duration::from_secs(1));
+    let config = parse(
+        "providers: {}\nmodels: {}\nledger: { durability: machine, fsync_interval: 250ms }\n",
+        ORIGIN,
+    )
+    .unwrap();
+    assert_eq!(config.ledger.durability, LedgerDurability::Machine);
+    assert_eq!(config.ledger.fsync_interval, Duration::from_millis(250));
+    check(
+        "\
+providers: {}
+models: {}
+ledger:
+  fsync_interval: 2m # <- ledger.fsync_interval: must be between 10ms and 1m
 ",
     );
 }

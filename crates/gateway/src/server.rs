@@ -22,8 +22,10 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
-use tollgate_config::{Config, LedgerConfig, LedgerSink, ServerConfig};
-use tollgate_ledger::{Ledger, LedgerError, PostgresSink, Sink, SqliteSink};
+use tollgate_config::{Config, LedgerConfig, LedgerDurability, LedgerSink, ServerConfig};
+use tollgate_ledger::{
+    Ledger, LedgerError, LedgerOptions, PostgresSink, Sink, SpoolSync, SqliteSink,
+};
 use tollgate_routing::HealthCheckService;
 
 use crate::admin::Admin;
@@ -321,10 +323,17 @@ fn open_ledger(cfg: &LedgerConfig, upgrade: bool) -> Result<Ledger, String> {
             Arc::new(PostgresSink::connect(url).map_err(|e| format!("postgres: {e}"))?)
         }
     };
+    let options = LedgerOptions {
+        sync: match cfg.durability {
+            LedgerDurability::Process => SpoolSync::Interval(cfg.fsync_interval),
+            LedgerDurability::Machine => SpoolSync::EveryCommit,
+        },
+        ..LedgerOptions::default()
+    };
     let slots = if upgrade { MAX_SPOOL_SLOTS } else { 1 };
     for slot in 0..slots {
         let dir = spool_slot(&cfg.spool, slot);
-        match Ledger::open(&dir, sink.clone()) {
+        match Ledger::open_with(&dir, sink.clone(), options.clone()) {
             Err(LedgerError::Locked(_)) if slot + 1 < slots => continue,
             Ok(ledger) => {
                 if slot > 0 {

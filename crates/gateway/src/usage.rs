@@ -1,6 +1,7 @@
 //! Usage records: what a request did, priced from the config's table, written to the
-//! ledger. An answer's record is durable before the client sees the answer's last byte,
-//! so a crash can never lose the record of a request the client saw complete.
+//! ledger. An answer's record is in the spool (as durable as `ledger.durability` says)
+//! before the client sees the answer's last byte, so a crash of the gateway can never
+//! lose the record of a request the client saw complete.
 
 use std::collections::BTreeMap;
 
@@ -29,7 +30,7 @@ pub struct Accounting {
     pub endpoint: Option<String>,
     pub attempts: Vec<Attempt>,
     pub cost: Decimal,
-    /// The record was written (and made durable) already.
+    /// The record was written to the spool already.
     pub recorded: bool,
     /// What guardrails did to the request and its answer.
     pub guardrails: Vec<GuardrailAction>,
@@ -57,7 +58,7 @@ pub fn tags_of(metadata: Option<&Map<String, Value>>) -> BTreeMap<String, String
 }
 
 impl Gateway {
-    /// Prices the request's usage and writes its record; waits until it is durable. Later
+    /// Prices the request's usage and writes its record; waits until the spool has it. Later
     /// calls for the same request do nothing.
     pub async fn settle(&self, snap: &Snapshot, ctx: &mut RequestCtx) {
         if ctx.accounting.recorded || ctx.accounting.requested_model.is_none() {

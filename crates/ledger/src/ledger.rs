@@ -14,7 +14,7 @@ use crate::error::LedgerError;
 use crate::record::UsageRecord;
 use crate::shipper;
 use crate::sink::{AggregateQuery, AggregateRow, Sink};
-use crate::spool::{Durable, Spool, Stop, SEGMENT_TARGET_BYTES, SPOOL_QUEUE_CAPACITY};
+use crate::spool::{Durable, Spool, SpoolSync, Stop, SEGMENT_TARGET_BYTES, SPOOL_QUEUE_CAPACITY};
 
 /// Records per sink transaction. Larger batches amortize the commit (one fsync on the
 /// database side) but hold more records in memory and redo more work after a failure.
@@ -28,6 +28,8 @@ pub struct LedgerOptions {
     pub queue_capacity: usize,
     /// See [`SHIP_BATCH_RECORDS`].
     pub ship_batch_records: usize,
+    /// Default [`SpoolSync::EveryCommit`].
+    pub sync: SpoolSync,
 }
 
 impl Default for LedgerOptions {
@@ -36,6 +38,7 @@ impl Default for LedgerOptions {
             segment_bytes: SEGMENT_TARGET_BYTES,
             queue_capacity: SPOOL_QUEUE_CAPACITY,
             ship_batch_records: SHIP_BATCH_RECORDS,
+            sync: SpoolSync::EveryCommit,
         }
     }
 }
@@ -43,7 +46,7 @@ impl Default for LedgerOptions {
 /// Counters for metrics and `/admin`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LedgerStats {
-    /// Records made durable in the spool since open.
+    /// Records written to the spool since open.
     pub committed_records: u64,
     /// Records written to the sink since open (replays after a crash included).
     pub shipped_records: u64,
@@ -79,7 +82,12 @@ impl Ledger {
         options: LedgerOptions,
     ) -> Result<Self, LedgerError> {
         let dir = dir.as_ref();
-        let spool = Spool::open(dir, options.segment_bytes, options.queue_capacity)?;
+        let spool = Spool::open(
+            dir,
+            options.segment_bytes,
+            options.queue_capacity,
+            options.sync,
+        )?;
         let reader = spool.reader();
         let shipping = Arc::clone(&sink);
         let batch = options.ship_batch_records.max(1);

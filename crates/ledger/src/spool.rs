@@ -1,6 +1,7 @@
 //! The durable local spool: usage records are appended to segment files by one writer
-//! thread that group-commits (one `fdatasync` per batch) and acknowledges each record
-//! once it is on disk; the shipper reads them back from the last shipped position.
+//! thread that group-commits and acknowledges each record once it is written (and, with
+//! [`SpoolSync::EveryCommit`], fsynced); the shipper reads them back from the last
+//! shipped position.
 //!
 //! Directory layout: `seg-<id>.log` segments (frames, see `frame`), `shipped` (the
 //! position up to which the sink holds every record, replaced atomically), `LOCK` (an
@@ -13,11 +14,11 @@ use std::future::Future;
 use std::io::{BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
 use std::task::{Context, Poll};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use futures::FutureExt;
@@ -41,6 +42,18 @@ pub const SEGMENT_TARGET_BYTES: u64 = 8 * 1024 * 1024;
 /// Most records written under one fsync. Records that arrive while a sync runs form the
 /// next batch; the cap keeps one batch's latency bounded under a flood.
 pub const MAX_COMMIT_RECORDS: usize = 1024;
+
+/// When written records reach the disk itself, rather than the OS's page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolSync {
+    /// Each group commit is fsynced before its records are acknowledged: an acknowledged
+    /// record survives a power loss, and every answer waits for a disk flush.
+    EveryCommit,
+    /// Records are acknowledged once written to the OS, which keeps them when the process
+    /// is killed; a background thread fsyncs at this interval, so a power loss or kernel
+    /// crash may lose the records of the last interval.
+    Interval(Duration),
+}
 
 const SHIPPED_FILE: &str = "shipped";
 const LOCK_FILE: &str = "LOCK";
@@ -176,6 +189,7 @@ impl Spool {
         dir: &Path,
         segment_bytes: u64,
         queue_capacity: usize,
+        sync: SpoolSync,
     ) -> Result<Self, LedgerError> {
         fs::create_dir_all(dir).map_err(LedgerError::io("creating spool directory", dir))?;
         let lock = lock_dir(dir)?;
@@ -198,6 +212,11 @@ impl Spool {
             ..Shared::default()
         });
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+        let file = Arc::new(file);
+        let background = match sync {
+            SpoolSync::EveryCommit => None,
+            SpoolSync::Interval(every) => Some(BackgroundSync::start(dir, &file, every)?),
+        };
         let writer = Writer {
             dir: dir.to_path_buf(),
             shared: Arc::clone(&shared),
@@ -208,6 +227,7 @@ impl Spool {
             }),
             next_id: active_id + 1,
             segment_bytes,
+            background,
         };
         let handle = thread::Builder::new()
             .name("tollgate-spool".to_owned())
@@ -442,8 +462,73 @@ fn recover(dir: &Path) -> Result<(BTreeMap<u64, u64>, Position), LedgerError> {
 
 struct Active {
     id: u64,
-    file: File,
+    /// Shared with the background syncer, if any.
+    file: Arc<File>,
     len: u64,
+}
+
+/// The segment the background syncer flushes, and whether it has writes to flush.
+struct SyncTarget {
+    file: Mutex<Option<Arc<File>>>,
+    dirty: AtomicBool,
+}
+
+impl SyncTarget {
+    fn sync(&self) {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let file = self.file.lock().clone();
+        if let Some(file) = file {
+            if let Err(err) = file.sync_data() {
+                self.dirty.store(true, Ordering::Release);
+                tracing::error!(error = %err, "spool fsync failed");
+            }
+        }
+    }
+}
+
+/// The thread that fsyncs the active segment at an interval ([`SpoolSync::Interval`]).
+struct BackgroundSync {
+    target: Arc<SyncTarget>,
+    /// Dropping it stops the thread.
+    stop: Option<std_mpsc::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl BackgroundSync {
+    fn start(dir: &Path, file: &Arc<File>, every: Duration) -> Result<Self, LedgerError> {
+        let target = Arc::new(SyncTarget {
+            file: Mutex::new(Some(Arc::clone(file))),
+            dirty: AtomicBool::new(false),
+        });
+        let (stop, stopped) = std_mpsc::channel::<()>();
+        let syncing = Arc::clone(&target);
+        let handle = thread::Builder::new()
+            .name("tollgate-spool-sync".to_owned())
+            .spawn(move || {
+                while let Err(std_mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    syncing.sync();
+                }
+            })
+            .map_err(LedgerError::io("starting the spool syncer for", dir))?;
+        Ok(Self {
+            target,
+            stop: Some(stop),
+            handle: Some(handle),
+        })
+    }
+
+    /// Stops the thread, then flushes what it had not.
+    fn finish(&mut self) {
+        self.stop = None;
+        if let Some(handle) = self.handle.take() {
+            if handle.join().is_err() {
+                tracing::error!("spool syncer thread panicked");
+            }
+        }
+        self.target.sync();
+    }
 }
 
 struct Writer {
@@ -453,6 +538,8 @@ struct Writer {
     active: Option<Active>,
     next_id: u64,
     segment_bytes: u64,
+    /// `None` when every commit is fsynced.
+    background: Option<BackgroundSync>,
 }
 
 impl Writer {
@@ -489,6 +576,9 @@ impl Writer {
                 break;
             }
         }
+        if let Some(background) = self.background.as_mut() {
+            background.finish();
+        }
         // Jobs still queued are dropped with the receiver; their `Durable`s report Closed.
     }
 
@@ -503,11 +593,14 @@ impl Writer {
         for (frame, _) in batch {
             bytes.extend_from_slice(frame);
         }
-        if let Err(err) = active
-            .file
-            .write_all(&bytes)
-            .and_then(|()| active.file.sync_data())
-        {
+        let every_commit = self.background.is_none();
+        if let Err(err) = (&*active.file).write_all(&bytes).and_then(|()| {
+            if every_commit {
+                active.file.sync_data()
+            } else {
+                Ok(())
+            }
+        }) {
             // Cut back to the durable length and go on in a fresh file: after a failed
             // fsync the kernel may drop the dirty pages, and a later fsync of the same
             // file could report success without them.
@@ -517,6 +610,9 @@ impl Writer {
             return Err(err.to_string());
         }
         active.len += bytes.len() as u64;
+        if let Some(background) = &self.background {
+            background.target.dirty.store(true, Ordering::Release);
+        }
         let (id, len) = (active.id, active.len);
         {
             let mut state = self.shared.state.lock();
@@ -536,8 +632,14 @@ impl Writer {
 
     fn start_segment(&mut self) -> Result<(), LedgerError> {
         let id = self.next_id;
-        let file = create_segment(&self.dir, id)?;
+        let file = Arc::new(create_segment(&self.dir, id)?);
         self.next_id += 1;
+        if let Some(background) = &self.background {
+            // Only the active segment is synced in the background, so the one it replaces
+            // is flushed now.
+            background.target.sync();
+            *background.target.file.lock() = Some(Arc::clone(&file));
+        }
         self.shared.state.lock().segments.insert(id, 0);
         self.active = Some(Active { id, file, len: 0 });
         Ok(())
@@ -712,7 +814,7 @@ mod tests {
     use crate::test_support::record;
 
     fn open(dir: &Path) -> Spool {
-        Spool::open(dir, SEGMENT_TARGET_BYTES, 64).unwrap()
+        Spool::open(dir, SEGMENT_TARGET_BYTES, 64, SpoolSync::EveryCommit).unwrap()
     }
 
     fn read_all(spool: &Spool) -> Vec<String> {
@@ -742,6 +844,32 @@ mod tests {
         let spool = open(dir.path());
         let ids = read_all(&spool);
         assert_eq!(ids, (0..10).map(|i| format!("r{i}")).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn background_sync_acknowledges_on_write_across_segments_and_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        // One record per segment, so every commit also hands the syncer a new file.
+        let sync = SpoolSync::Interval(Duration::from_millis(5));
+        let spool = Spool::open(dir.path(), 1, 64, sync).unwrap();
+        for i in 0..20 {
+            spool
+                .try_append(record(&format!("r{i}"), i))
+                .unwrap()
+                .wait()
+                .unwrap();
+        }
+        let expected: Vec<String> = (0..20).map(|i| format!("r{i}")).collect();
+        assert_eq!(
+            read_all(&spool),
+            expected,
+            "written records are readable at once"
+        );
+        spool.close();
+        drop(spool);
+
+        let spool = Spool::open(dir.path(), 1, 64, sync).unwrap();
+        assert_eq!(read_all(&spool), expected);
     }
 
     #[test]
@@ -776,7 +904,7 @@ mod tests {
     #[test]
     fn shipped_position_survives_reopen_and_deletes_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), 1, 64).unwrap();
+        let spool = Spool::open(dir.path(), 1, 64, SpoolSync::EveryCommit).unwrap();
         for i in 0..4 {
             spool
                 .try_append(record(&format!("r{i}"), i))
@@ -804,7 +932,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _spool = open(dir.path());
         assert!(matches!(
-            Spool::open(dir.path(), SEGMENT_TARGET_BYTES, 8),
+            Spool::open(dir.path(), SEGMENT_TARGET_BYTES, 8, SpoolSync::EveryCommit),
             Err(LedgerError::Locked(_))
         ));
     }
@@ -812,7 +940,8 @@ mod tests {
     #[test]
     fn full_queue_hands_the_record_back() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), SEGMENT_TARGET_BYTES, 1).unwrap();
+        let spool =
+            Spool::open(dir.path(), SEGMENT_TARGET_BYTES, 1, SpoolSync::EveryCommit).unwrap();
         let mut handed_back = 0;
         let mut acks = Vec::new();
         for i in 0..2000 {
