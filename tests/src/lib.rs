@@ -6,7 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -74,6 +75,45 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Resident memory of process `pid`, in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("reading a process's /proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc status")
+}
+
+/// The highest resident memory of a process while it runs, sampled every few milliseconds.
+pub struct PeakRss {
+    stop: Arc<AtomicBool>,
+    sampler: tokio::task::JoinHandle<u64>,
+}
+
+impl PeakRss {
+    pub fn watch(pid: u32) -> PeakRss {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let sampler = tokio::spawn(async move {
+            let mut peak = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            peak.max(rss_kib(pid))
+        });
+        PeakRss { stop, sampler }
+    }
+
+    /// The peak so far, in KiB; stops sampling.
+    pub async fn peak_kib(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.sampler.await.expect("the RSS sampler")
     }
 }
 
@@ -168,6 +208,10 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    pub fn pid(&self) -> u32 {
+        self._proc.0.id()
+    }
+
     /// Starts the gateway with `config` (YAML; `server.listen`/`admin_listen` are added).
     pub async fn start(config: &str) -> Gateway {
         Self::start_with_server(config, "").await
@@ -407,7 +451,7 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new() -> TempDir {
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("tollgate-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)

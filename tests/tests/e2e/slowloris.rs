@@ -28,6 +28,10 @@ const LEGIT_REQUESTS: usize = 200;
 const LEGIT_PARALLEL: usize = 8;
 /// Attackers of each kind when `SLOWLORIS_CONNECTIONS` is not set.
 const DEFAULT_ATTACKERS: usize = 250;
+/// The most resident memory an attacker's connection (with its stream, if any) may add to
+/// the gateway: a bound per connection, never one that grows with what it sends or
+/// refuses to read.
+const MEMORY_PER_ATTACKER_KIB: u64 = 256;
 
 fn attackers() -> usize {
     std::env::var("SLOWLORIS_CONNECTIONS")
@@ -139,6 +143,8 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
 
     legit_latencies(&gw, "model-a").await; // warm-up
     let baseline = legit_latencies(&gw, "model-a").await;
+    let idle_rss = rss_kib(gw.pid());
+    let peak = PeakRss::watch(gw.pid());
 
     let started = Arc::new(AtomicUsize::new(0));
     let mut bodies = Vec::new();
@@ -176,6 +182,8 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
     for task in heads {
         closed_head.push(task.await.unwrap());
     }
+    let peak_rss = peak.peak_kib().await;
+    let after_rss = rss_kib(gw.pid());
     let max_of = |v: &[Option<Duration>]| v.iter().flatten().max().copied().unwrap_or_default();
     let open = |v: &[Option<Duration>]| v.iter().filter(|d| d.is_none()).count();
 
@@ -198,9 +206,19 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
         n - open(&closed_head),
         max_of(&closed_head)
     );
+    println!(
+        "gateway RSS: {idle_rss} KiB before, {peak_rss} KiB at the peak, {after_rss} KiB after \
+         ({} KiB per attacker at the peak)",
+        peak_rss.saturating_sub(idle_rss) / (3 * n as u64)
+    );
     assert_eq!(open(&closed_head), 0, "slow heads still open");
     assert_eq!(open(&closed_body), 0, "slow bodies still open");
     assert_eq!(open(&closed_idle), 0, "idle connections still open");
+    assert!(
+        peak_rss <= idle_rss + 3 * n as u64 * MEMORY_PER_ATTACKER_KIB,
+        "memory grew from {idle_rss} to {peak_rss} KiB with {} attackers",
+        3 * n
+    );
     // The attackers, the clients, the mocks and the gateway share two cores, so the tail
     // here measures the machine as much as the gateway; the figures against the 2× target
     // come from the full-size run. What CI gates is that no legitimate request queued
@@ -451,7 +469,9 @@ async fn h2_zero_window_reader(addr: std::net::SocketAddr, bound: Duration) -> R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_zero_window_readers_are_cut_at_the_write_timeout_and_legit_traffic_is_served() {
-    let a = Mock::start(&["--tokens", "2000", "--token-delay", "1ms"]);
+    // A provider's pace (50 tokens a second) for longer than the write timeout: a window
+    // of 0 blocks the first write, so each reader holds its stream until it is cut.
+    let a = Mock::start(&["--tokens", "200", "--token-delay", "20ms"]);
     let b = Mock::start(&[]);
     let gw = Gateway::start_with_server(
         &two_mock_config(&a, &b, ""),
@@ -463,6 +483,8 @@ async fn h2_zero_window_readers_are_cut_at_the_write_timeout_and_legit_traffic_i
 
     legit_latencies(&gw, "model-b").await; // warm-up
     let baseline = legit_latencies(&gw, "model-b").await;
+    let idle_rss = rss_kib(gw.pid());
+    let peak = PeakRss::watch(gw.pid());
 
     let started = Instant::now();
     let readers: Vec<_> = (0..n)
@@ -474,6 +496,7 @@ async fn h2_zero_window_readers_are_cut_at_the_write_timeout_and_legit_traffic_i
         cuts.push(reader.await.unwrap());
     }
     let all_done = started.elapsed();
+    let peak_rss = peak.peak_kib().await;
     let failures: Vec<&String> = cuts.iter().filter_map(|c| c.as_ref().err()).collect();
     let open = failures.len();
     let mut after: Vec<Duration> = cuts.iter().flatten().map(|c| c.after).collect();
@@ -510,11 +533,19 @@ async fn h2_zero_window_readers_are_cut_at_the_write_timeout_and_legit_traffic_i
     println!("|---|---|---|");
     println!("| legitimate, baseline | {base_p50:?} | {base_p99:?} |");
     println!("| legitimate, with the readers stalled | {att_p50:?} | {att_p99:?} |");
+    println!(
+        "gateway RSS: {idle_rss} KiB before, {peak_rss} KiB at the peak ({} KiB per reader)",
+        peak_rss.saturating_sub(idle_rss) / n as u64
+    );
     assert_eq!(
         open,
         0,
         "zero-window readers not cut: {:?}",
         &failures[..open.min(3)]
+    );
+    assert!(
+        peak_rss <= idle_rss + n as u64 * MEMORY_PER_ATTACKER_KIB,
+        "memory grew from {idle_rss} to {peak_rss} KiB with {n} readers"
     );
     // Counted from when this side saw the head: on a loaded machine the gateway's timer
     // may have started well before, so only the upper bound is firm.
