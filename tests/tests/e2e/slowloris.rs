@@ -1,9 +1,11 @@
 //! Slow clients at scale: many connections trickle request heads or bodies a byte at a
-//! time, or sit idle after a request, while legitimate clients keep calling. Every attacker
-//! must be closed by its deadline (`header_timeout`, `body_timeout`, `idle_timeout`), and
-//! legitimate latency must
-//! stay close to its baseline. `SLOWLORIS_CONNECTIONS` sets the attackers of each kind
-//! (default 250 for CI; the README's figures use 1000).
+//! time, sit idle after a request, or never read an HTTP/2 stream, all at once, while
+//! legitimate clients keep calling. Every attacker must be closed by its deadline
+//! (`header_timeout`, `body_timeout`, `idle_timeout`, `write_timeout`), the gateway's
+//! memory must stay within a bound per attacker, and legitimate latency must stay close
+//! to its baseline. `SLOWLORIS_CONNECTIONS` sets the attackers of each trickling or idle
+//! kind (default 250 for CI; the README's figures use 1000),
+//! `SLOWLORIS_ZERO_WINDOW_READERS` the zero-window readers beside them (default 50).
 //!
 //! Zero-window readers start a stream and never read it, so the gateway's writes block:
 //! over HTTP/2 on a flow-control window of 0 (`ZERO_WINDOW_READERS` of them, default 100
@@ -20,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tollgate_tests::*;
 
-const LIMITS: &str = "  client:\n    limits:\n      header_timeout: 2s\n      body_timeout: 2s\n      idle_timeout: 2s\n";
+const LIMITS: &str = "  h2c: true\n  client:\n    limits:\n      header_timeout: 2s\n      body_timeout: 2s\n      idle_timeout: 2s\n      write_timeout: 2s\n";
 /// The deadlines above plus scheduling slack on a loaded machine.
 const CLOSE_BOUND: Duration = Duration::from_secs(8);
 /// Legitimate requests measured per phase, and how many at once.
@@ -28,6 +30,11 @@ const LEGIT_REQUESTS: usize = 200;
 const LEGIT_PARALLEL: usize = 8;
 /// Attackers of each kind when `SLOWLORIS_CONNECTIONS` is not set.
 const DEFAULT_ATTACKERS: usize = 250;
+/// HTTP/2 zero-window readers beside them when `SLOWLORIS_ZERO_WINDOW_READERS` is not set.
+const DEFAULT_ATTACK_READERS: usize = 50;
+/// A provider's pace (50 tokens a second) for longer than the write timeout: a window of 0
+/// blocks a reader's first write, so each reader holds its stream until it is cut.
+const PACED_MOCK: &[&str] = &["--tokens", "200", "--token-delay", "20ms"];
 /// The most resident memory an attacker's connection (with its stream, if any) may add to
 /// the gateway: a bound per connection, never one that grows with what it sends or
 /// refuses to read.
@@ -38,6 +45,13 @@ fn attackers() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_ATTACKERS)
+}
+
+fn attack_readers() -> usize {
+    std::env::var("SLOWLORIS_ZERO_WINDOW_READERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_ATTACK_READERS)
 }
 
 /// Latencies of `LEGIT_REQUESTS` chat calls to `model`, sorted.
@@ -135,14 +149,15 @@ async fn idle_after_request(addr: String, started: Arc<AtomicUsize>) -> Option<D
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_latency() {
-    let a = Mock::start(&[]);
+    let a = Mock::start(PACED_MOCK);
     let b = Mock::start(&[]);
     let gw = Gateway::start_with_server(&two_mock_config(&a, &b, ""), LIMITS).await;
     let addr = gw.url.trim_start_matches("http://").to_owned();
     let n = attackers();
+    let z = attack_readers();
 
-    legit_latencies(&gw, "model-a").await; // warm-up
-    let baseline = legit_latencies(&gw, "model-a").await;
+    legit_latencies(&gw, "model-b").await; // warm-up
+    let baseline = legit_latencies(&gw, "model-b").await;
     let idle_rss = rss_kib(gw.pid());
     let peak = PeakRss::watch(gw.pid());
 
@@ -150,6 +165,10 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
     let mut bodies = Vec::new();
     let mut idles = Vec::new();
     let mut heads = Vec::new();
+    let sock: std::net::SocketAddr = addr.parse().unwrap();
+    let readers: Vec<_> = (0..z)
+        .map(|_| tokio::spawn(h2_zero_window_reader(sock, Duration::from_secs(30))))
+        .collect();
     for _ in 0..n {
         heads.push(tokio::spawn(slow_head(addr.clone(), started.clone())));
         bodies.push(tokio::spawn(slow_body(addr.clone(), started.clone())));
@@ -168,8 +187,12 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
         "only {} attackers connected",
         started.load(Ordering::Relaxed)
     );
-    let attacked = legit_latencies(&gw, "model-a").await;
+    let attacked = legit_latencies(&gw, "model-b").await;
 
+    let mut cuts = Vec::new();
+    for reader in readers {
+        cuts.push(reader.await.unwrap());
+    }
     let mut closed_body = Vec::new();
     for task in bodies {
         closed_body.push(task.await.unwrap());
@@ -189,7 +212,10 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
 
     let (base_p50, base_p99) = (percentile(&baseline, 50), percentile(&baseline, 99));
     let (att_p50, att_p99) = (percentile(&attacked, 50), percentile(&attacked, 99));
-    println!("slowloris: {n} slow-head, {n} slow-body and {n} idle keep-alive connections, each timeout 2s");
+    println!(
+        "slowloris: {n} slow-head, {n} slow-body and {n} idle keep-alive connections and {z} \
+         HTTP/2 zero-window readers, each timeout 2s"
+    );
     println!("| | p50 | p99 |");
     println!("|---|---|---|");
     println!("| legitimate, baseline | {base_p50:?} | {base_p99:?} |");
@@ -206,18 +232,30 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
         n - open(&closed_head),
         max_of(&closed_head)
     );
+    let uncut: Vec<&String> = cuts.iter().filter_map(|c| c.as_ref().err()).collect();
+    let cut_after = cuts
+        .iter()
+        .flatten()
+        .map(|c| c.after)
+        .max()
+        .unwrap_or_default();
+    println!(
+        "zero-window readers cut: {} of {z}, the last after {cut_after:?}",
+        z - uncut.len()
+    );
+    let all = (3 * n + z) as u64;
     println!(
         "gateway RSS: {idle_rss} KiB before, {peak_rss} KiB at the peak, {after_rss} KiB after \
          ({} KiB per attacker at the peak)",
-        peak_rss.saturating_sub(idle_rss) / (3 * n as u64)
+        peak_rss.saturating_sub(idle_rss) / all
     );
     assert_eq!(open(&closed_head), 0, "slow heads still open");
     assert_eq!(open(&closed_body), 0, "slow bodies still open");
     assert_eq!(open(&closed_idle), 0, "idle connections still open");
+    assert!(uncut.is_empty(), "zero-window readers not cut: {uncut:?}");
     assert!(
-        peak_rss <= idle_rss + 3 * n as u64 * MEMORY_PER_ATTACKER_KIB,
-        "memory grew from {idle_rss} to {peak_rss} KiB with {} attackers",
-        3 * n
+        peak_rss <= idle_rss + all * MEMORY_PER_ATTACKER_KIB,
+        "memory grew from {idle_rss} to {peak_rss} KiB with {all} attackers"
     );
     // The attackers, the clients, the mocks and the gateway share two cores, so the tail
     // here measures the machine as much as the gateway; the figures against the 2× target
@@ -469,9 +507,7 @@ async fn h2_zero_window_reader(addr: std::net::SocketAddr, bound: Duration) -> R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_zero_window_readers_are_cut_at_the_write_timeout_and_legit_traffic_is_served() {
-    // A provider's pace (50 tokens a second) for longer than the write timeout: a window
-    // of 0 blocks the first write, so each reader holds its stream until it is cut.
-    let a = Mock::start(&["--tokens", "200", "--token-delay", "20ms"]);
+    let a = Mock::start(PACED_MOCK);
     let b = Mock::start(&[]);
     let gw = Gateway::start_with_server(
         &two_mock_config(&a, &b, ""),
