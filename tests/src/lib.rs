@@ -117,6 +117,9 @@ impl PeakRss {
     }
 }
 
+/// How long [`Gateway::metrics_when`] waits for the metrics a test expects.
+pub const METRICS_WAIT: Duration = Duration::from_secs(10);
+
 // === impl Mock ===
 
 /// A `tollgate-mock` process.
@@ -303,6 +306,20 @@ impl Gateway {
             .send()
             .await
             .unwrap()
+    }
+
+    /// The Prometheus text once `ready` holds for it, or after [`METRICS_WAIT`] (for the
+    /// caller's asserts to explain): a request is counted as it is logged, just after the
+    /// client got its last byte.
+    pub async fn metrics_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + METRICS_WAIT;
+        loop {
+            let text = self.metrics().await;
+            if ready(&text) || Instant::now() >= deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The admin listener's Prometheus text.
@@ -545,11 +562,23 @@ impl RedisServer {
 /// The sample line of `family` whose labels include every one of `labels`
 /// (`name="value"`); panics with the whole text when there is none.
 pub fn metric_line<'t>(text: &'t str, family: &str, labels: &[&str]) -> &'t str {
-    text.lines()
-        .find(|l| {
-            l.strip_prefix(family)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-                && labels.iter().all(|label| l.contains(label))
-        })
+    find_metric(text, family, labels)
         .unwrap_or_else(|| panic!("no {family} with {labels:?} in:\n{text}"))
+}
+
+/// The value of the first sample of `family` whose line has every one of `labels`.
+pub fn metric_value(text: &str, family: &str, labels: &[&str]) -> Option<f64> {
+    find_metric(text, family, labels)?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn find_metric<'t>(text: &'t str, family: &str, labels: &[&str]) -> Option<&'t str> {
+    text.lines().find(|l| {
+        l.strip_prefix(family)
+            .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            && labels.iter().all(|label| l.contains(label))
+    })
 }

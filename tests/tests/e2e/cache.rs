@@ -255,7 +255,15 @@ async fn a_hit_replays_as_a_stream_to_both_dialects_and_records_what_it_saved() 
         fill_cost.parse::<f64>().unwrap()
     );
 
-    let metrics = gw.metrics().await;
+    let metrics = gw
+        .metrics_when(|m| {
+            metric_value(
+                m,
+                "tollgate_cache_requests_total",
+                &["result=\"hit\"", "route=\"cached\""],
+            ) == Some(3.0)
+        })
+        .await;
     let hits = metric_line(
         &metrics,
         "tollgate_cache_requests_total",

@@ -408,7 +408,16 @@ keys:
             .all(|r| r["body"]["model"] == format!("upstream-{model}")));
     }
     // Usage is metered from HTTP/2 streams as from HTTP/1.1 ones.
-    let metrics = gw.metrics().await;
+    let output_tokens = |m: &str| {
+        tollgate_tests::metric_value(
+            m,
+            "tollgate_tokens_total",
+            &["model=\"h2c\"", "direction=\"output\""],
+        )
+    };
+    let metrics = gw
+        .metrics_when(|m| output_tokens(m).is_some_and(|n| n >= (STREAMS * 20) as f64))
+        .await;
     let line = tollgate_tests::metric_line(
         &metrics,
         "tollgate_tokens_total",

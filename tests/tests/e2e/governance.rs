@@ -196,8 +196,9 @@ async fn budgets_block_within_one_reservation_and_survive_a_restart() {
     );
     // Another team has its own budget (none).
     assert_eq!(send(&gw, OTHER_KEY, &small("chat")).await.status(), 200);
-    let metrics = gw.metrics().await;
-    assert!(metrics.contains("tollgate_budget_alerts_total{budget=\"core-daily\"} 1"));
+    let alerted = "tollgate_budget_alerts_total{budget=\"core-daily\"} 1";
+    let metrics = gw.metrics_when(|m| m.contains(alerted)).await;
+    assert!(metrics.contains(alerted), "{metrics}");
     drop(gw);
 
     // The memory counters are gone; the ledger rebuilds the day's spend.

@@ -426,7 +426,9 @@ async fn actions_are_counted_in_metrics_and_logged_without_values() {
     let mut body = chat_body("g-openai");
     body["messages"][0]["content"] = json!(format!("mail {EMAIL} or call +1 415 555 2671"));
     assert_eq!(gw.chat(body).await.status(), 200);
-    let metrics = gw.metrics().await;
+    let metrics = gw
+        .metrics_when(|m| m.contains("entity=\"pii_email\"") && m.contains("entity=\"pii_phone\""))
+        .await;
     let line = metric_line(
         &metrics,
         "tollgate_guardrail_actions_total",

@@ -2,6 +2,8 @@
 //! ledger holds, priced exactly; cut streams are estimated; a SIGKILL loses no record of
 //! an answer the client saw complete.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -179,9 +181,10 @@ async fn sigkill_loses_no_record_of_a_completed_answer_and_duplicates_none() {
     );
     let gw = Gateway::start(&config).await;
     let url = gw.chat_url();
+    let done = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..120 {
-        let url = url.clone();
+        let (url, done) = (url.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let id = format!("kill-{i}");
             let mut body = chat_body(if i % 2 == 0 {
@@ -209,10 +212,17 @@ async fn sigkill_loses_no_record_of_a_completed_answer_and_duplicates_none() {
             } else {
                 text.contains("\"usage\"")
             };
+            done.fetch_add(usize::from(complete), Ordering::Relaxed);
             complete.then_some(id)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(180)).await;
+    // The kill lands once some answers are complete, however fast the machine is.
+    let begun = eventually(Duration::from_secs(30), || {
+        let done = done.clone();
+        async move { done.load(Ordering::Relaxed) >= 10 }
+    })
+    .await;
+    assert!(begun, "no answer completed");
     drop(gw); // SIGKILL
     let mut completed = Vec::new();
     for task in tasks {
