@@ -17,9 +17,11 @@ use crate::providers;
 const DEFAULT_REQUESTS: usize = 600;
 /// Clients calling at once.
 const CLIENTS: usize = 16;
-/// A round is killed once it has issued this share of all requests (in percent, picked at
-/// random in the range), so every run has several kills however fast the machine is.
+/// A round is killed once it has issued this share (in percent, picked at random in the
+/// range) of all requests or of [`KILL_SHARE_OF_AT_MOST`], whichever is fewer, so every run
+/// has several kills however fast the machine is, and long runs have dozens.
 const KILL_AFTER_PERCENT: std::ops::Range<u64> = 8..25;
+const KILL_SHARE_OF_AT_MOST: usize = 1000;
 /// Then a random pause, so the kill lands at any phase of the requests in flight.
 const KILL_JITTER_US: std::ops::Range<u64> = 0..20_000;
 /// A round that issues no request for this long means the gateway hangs.
@@ -124,7 +126,8 @@ async fn sigkill_at_random_moments_loses_and_duplicates_no_usage_record() {
             })
             .collect();
         let round_start = next.load(Ordering::Relaxed).min(n);
-        let kill_at = (round_start + n * rng.below(&KILL_AFTER_PERCENT) as usize / 100).min(n);
+        let share = n.min(KILL_SHARE_OF_AT_MOST) * rng.below(&KILL_AFTER_PERCENT) as usize / 100;
+        let kill_at = (round_start + share).min(n);
         let issued = eventually(ROUND_STALL, || {
             let next = next.clone();
             async move { next.load(Ordering::Relaxed) >= kill_at }
