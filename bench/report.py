@@ -47,10 +47,14 @@ def us(v):
 def mock_tokens(mock):
     if mock.get("reply"):
         return f"a fixed reply of {len(mock['reply'].split())} words"
+    if mock.get("pad"):
+        return f"{mock['tokens']} tokens of {mock['pad']:,} bytes"
     return f"{mock['tokens']} tokens"
 
 
 def load_kind(spec):
+    if spec.get("stalled"):
+        return "soak"
     if spec.get("stream") and spec.get("count"):
         return "memory"
     if spec.get("stream"):
@@ -230,6 +234,81 @@ def memory_table(s, out):
         if k is None or idle is None:
             continue
         out.append(f"| {sys_} | {k:.1f} | {idle / 1024:.1f} MiB | {(idle + k * 100_000) / 1024 / 1024:.2f} GiB |")
+    return rows
+
+
+def soak_rows(s):
+    rows = []
+    for load, spec in s.loads:
+        for sys_ in s.systems:
+            for r in s.runs(sys_, load):
+                u = r.get("usage") or {}
+                st = r.get("stalled") or {}
+                rows.append({"system": sys_, "load": load, "spec": spec, "u": u, "st": st, "r": r})
+    return rows
+
+
+def soak_growth(row):
+    """RSS growth over the measured part as a share of the RSS at its start."""
+    u, spec = row["u"], row["spec"]
+    k, first = u.get("steady_rss_slope_kb_per_min"), u.get("steady_rss_first_kb")
+    if k is None or not first:
+        return None
+    return k * duration_s(spec["duration"]) / 60 / first
+
+
+def duration_s(text):
+    """Seconds in a humantime duration such as `2m`, `120s` or `1m 30s`."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600}
+    total, num = 0.0, ""
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c.isdigit() or c == ".":
+            num += c
+            i += 1
+            continue
+        if c == " ":
+            i += 1
+            continue
+        unit = ""
+        while i < len(text) and text[i].isalpha():
+            unit += text[i]
+            i += 1
+        total += float(num or 0) * units.get(unit, 1)
+        num = ""
+    return total
+
+
+def soak_table(s, out):
+    rows = soak_rows(s)
+    out.append("| system | streams done | clean | errors | RSS idle | RSS at warm-up end | RSS at end | slope | growth over the run | RSS 3 s after | CPU |")
+    out.append("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    mib = lambda kb: fmt((kb or 0) / 1024, 1, " MiB")
+    for row in rows:
+        r, u = row["r"], row["u"]
+        k = u.get("steady_rss_slope_kb_per_min")
+        g = soak_growth(row)
+        out.append(
+            f"| {row['system']} | {r['sent']:,} | {r['stream']['clean']:,} | {s.errors(row['system'], row['load'])} "
+            f"| {mib(u.get('rss_idle_kb'))} | {mib(u.get('steady_rss_first_kb'))} | {mib(u.get('steady_rss_last_kb'))} "
+            f"| {'–' if k is None else f'{k:+,.0f} KiB/min'} | {'–' if g is None else f'{g * 100:+.1f}%'} "
+            f"| {mib(u.get('rss_after_kb'))} | {u.get('cpu_share', 0) * 100:.0f}% |"
+        )
+    out.append("")
+    out.append("| system | stalled streams | closed by the gateway | close after p50 | close after max | still open at the client's timeout | failed |")
+    out.append("|---|---:|---:|---:|---:|---:|---|")
+    for row in rows:
+        st = row["st"]
+        if not st:
+            continue
+        ca = st.get("close_after_ms") or {}
+        errs = ", ".join(f"{k} {n}" for k, n in sorted((st.get("errors") or {}).items())) or "0"
+        sec = lambda ms: "–" if not ms else f"{ms / 1000:.1f} s"
+        out.append(
+            f"| {row['system']} | {st.get('stalled', 0):,} | {st.get('closed_by_server', 0):,} | {sec(ca.get('p50'))} "
+            f"| {sec(ca.get('max'))} | {st.get('held_to_timeout', 0):,} | {errs} |"
+        )
     return rows
 
 
@@ -449,6 +528,23 @@ def targets_section(scenarios, out):
             add(f"memory 3 s after {top['open']:,} streams within 20% of idle", v, lambda x: x <= 0.2, f"{v * 100:+.0f}%" if v is not None else "")
         bad = sum(x["streams"] - x["clean"] for x in rows_d) if rows_d else None
         add("many streams: every stream clean", bad, lambda x: x == 0, f"{bad} not clean" if bad is not None else "")
+        rows_h2 = [x for x in memory_rows(d) if x["system"] == "tollgate-h2up" and x["open"]]
+        if rows_h2:
+            top = max(rows_h2, key=lambda x: x["open"])
+            add(f"one process holds {top['target']:,} clean streams (HTTP/2 upstream)", top["clean"],
+                lambda x: x == top["target"], f"{top['clean']:,} clean, {top['open']:,} open at once")
+            k2 = slope([(x["open"], x["peak"]) for x in rows_h2])
+            add("≤ 40 KiB resident per stream with an HTTP/2 upstream", k2, lambda x: x <= 40, f"{k2:.1f} KiB" if k2 is not None else "")
+    soak = by.get("i-soak")
+    if soak:
+        rows_i = [x for x in soak_rows(soak) if x["system"].startswith("tollgate")]
+        if rows_i:
+            g = soak_growth(rows_i[0])
+            add("soak: resident memory flat after warm-up (growth over the run ≤ 5%)", g, lambda x: x <= 0.05, f"{g * 100:+.1f}%" if g is not None else "")
+            st = rows_i[0]["st"]
+            left = st.get("held_to_timeout") if st.get("stalled") else None
+            add("soak: every stalled stream closed at the write timeout", left, lambda x: x == 0,
+                f"{st.get('closed_by_server', 0):,} of {st.get('stalled', 0):,} closed" if left is not None else "")
     if e:
         st_load = next((l for l, spec in e.loads if load_kind(spec) == "stream"), None)
         v = r(e.med("tollgate", st_load, cpu_per_token), e.med("pingora", st_load, cpu_per_token)) if st_load else None
@@ -477,6 +573,9 @@ def plots(scenarios, outdir):
     for s in scenarios:
         for load, spec in s.loads:
             kind = load_kind(spec)
+            if kind == "soak":
+                made.extend(soak_plot(plt, s, load, spec, outdir))
+                continue
             if kind == "memory":
                 continue
             fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -549,6 +648,36 @@ def plots(scenarios, outdir):
     return made
 
 
+def soak_plot(plt, s, load, spec, outdir):
+    """RSS and open streams over the soak, the warm-up shaded."""
+    made = []
+    for sys_ in s.systems:
+        runs = s.runs(sys_, load)
+        if not runs or not runs[0].get("samples"):
+            continue
+        samples = runs[0]["samples"]
+        fig, ax = plt.subplots(figsize=(8, 4.2))
+        t = [x["t_ms"] / 1000 for x in samples]
+        ax.plot(t, [x["rss_kb"] / 1024 for x in samples], color="tab:blue", label="RSS")
+        ax.set_xlabel("seconds since the load started")
+        ax.set_ylabel("resident memory (MiB)", color="tab:blue")
+        ax.set_ylim(bottom=0)
+        warm = duration_s(spec["warmup"])
+        ax.axvspan(0, warm, color="grey", alpha=0.15, label="warm-up")
+        ax2 = ax.twinx()
+        ax2.plot(t, [x["open"] for x in samples], color="tab:orange", alpha=0.7, label="open streams")
+        ax2.set_ylabel("open streams (client side)", color="tab:orange")
+        ax2.set_ylim(bottom=0)
+        ax.set_title(f"{s.name} / {load} / {sys_}")
+        ax.grid(True, alpha=0.3)
+        path = os.path.join(outdir, f"soak-rss-{s.name}-{sys_}.png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        made.append(path)
+    return made
+
+
 # === Document ===
 
 def main():
@@ -600,6 +729,9 @@ def main():
             if s.name.startswith("h-"):
                 cache_summary(s, out)
             compare_tables(s, out)
+        elif "soak" in kinds:
+            soak_table(s, out)
+            out.append("")
         elif "memory" in kinds:
             memory_table(s, out)
             out.append("")

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Installs what building and testing Tollgate needs on a Debian machine, idempotently:
-# cmake (Pingora's zlib-ng), a C toolchain, redis-server, PostgreSQL and nginx (started on
-# loopback by the tests and benches), Prometheus (the end-to-end test runs every dashboard
-# query against a real server; deploy/check.py uses its promtool), and a Python venv with
-# the official OpenAI SDK (end-to-end drop-in test). Safe to run again; it skips what is
-# already there.
+# cmake (Pingora's zlib-ng), a C toolchain and make (also for jemalloc), redis-server,
+# PostgreSQL and nginx (started on loopback by the tests and benches), Prometheus (the
+# end-to-end test runs every dashboard query against a real server; deploy/check.py uses
+# its promtool), and a Python venv with the official OpenAI SDK (end-to-end drop-in
+# test). Safe to run again; it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
+# cc and make also build jemalloc, the gateway's allocator (tikv-jemalloc-sys).
 command -v cc >/dev/null || need_apt+=(build-essential)
+command -v make >/dev/null || need_apt+=(make)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v nginx >/dev/null || need_apt+=(nginx-light)

@@ -1,5 +1,6 @@
 //! `tollgate-pingora-baseline`: the smallest Pingora 0.9 pass-through proxy, for the bench
-//! suite. Every request goes unchanged to one upstream over a pooled HTTP/1.1 connection;
+//! suite. Every request goes unchanged to one upstream over a pooled HTTP/1.1 connection
+//! (or, with `--upstream-h2`, as one stream of a shared cleartext HTTP/2 connection);
 //! there is no parsing, no auth and no metering, so what it costs is what Pingora itself
 //! costs. Tollgate is measured against it with the same Pingora version and thread count.
 
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use async_trait::async_trait;
 use clap::Parser;
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::protocols::ALPN;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -32,11 +34,20 @@ struct Cli {
     /// Also accept HTTP/2 over cleartext (prior knowledge) from clients.
     #[arg(long)]
     h2c: bool,
+    /// Reach the upstream over cleartext HTTP/2 (prior knowledge), up to
+    /// `--upstream-h2-streams` concurrent streams per connection.
+    #[arg(long)]
+    upstream_h2: bool,
+    /// Concurrent streams per upstream HTTP/2 connection (Tollgate's default `http2_streams`).
+    #[arg(long, default_value_t = 100)]
+    upstream_h2_streams: usize,
 }
 
 /// Sends every request to the one upstream.
 struct PassThrough {
     upstream: String,
+    /// Streams per upstream HTTP/2 connection; HTTP/1.1 when `None`.
+    h2_streams: Option<usize>,
 }
 
 #[async_trait]
@@ -50,11 +61,13 @@ impl ProxyHttp for PassThrough {
         _session: &mut Session,
         _ctx: &mut Self::CTX,
     ) -> pingora_core::Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(
-            self.upstream.as_str(),
-            false,
-            String::new(),
-        )))
+        let mut peer = HttpPeer::new(self.upstream.as_str(), false, String::new());
+        if let Some(streams) = self.h2_streams {
+            // In the clear, offering only h2 is taken as prior knowledge (h2c).
+            peer.options.alpn = ALPN::H2;
+            peer.options.max_h2_streams = streams;
+        }
+        Ok(Box::new(peer))
     }
 }
 
@@ -71,6 +84,7 @@ fn main() -> ExitCode {
         &server.configuration,
         PassThrough {
             upstream: cli.upstream,
+            h2_streams: cli.upstream_h2.then_some(cli.upstream_h2_streams),
         },
         "pingora baseline",
     );

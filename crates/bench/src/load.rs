@@ -3,7 +3,7 @@
 //! or streamed requests, over HTTP/1.1 or HTTP/2; samples the system's memory and CPU.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use crate::conn::{Pool, Target};
 use crate::error::BenchError;
 use crate::procfs::{self, Sample, Usage};
 use crate::schedule::{due_count, intended_offset, total_requests};
+use crate::stall::{self, StallOutcome, StallResult, StallTally, StallWatcher};
 use crate::stats::{Hist, Summary};
 use crate::tokens::{EventKind, StreamCheck};
 
@@ -149,6 +150,17 @@ pub struct LoadSpec {
     #[arg(long)]
     #[serde(default)]
     pub unique_prompts: bool,
+    /// Share of streams (0 to 1) whose client reads the response head and then never
+    /// reads again (see `stall.rs`): every n-th closed-loop worker, or every n-th request
+    /// of an open loop. Their outcome is reported apart from the other requests'.
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default)]
+    pub stalled: f64,
+    /// Closed loop: start the workers evenly over this time instead of all at once, so
+    /// that thousands of them do not connect in the same instant.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    #[serde(default, with = "humantime_serde")]
+    pub ramp: Duration,
     /// Scenario files only: the systems this load runs against (default: all).
     #[arg(skip)]
     #[serde(default)]
@@ -229,6 +241,24 @@ impl RequestTemplate {
             }
             _ => self.body.clone(),
         }
+    }
+
+    /// The same request as whole HTTP/1.1 bytes, for clients that bypass the pool.
+    fn raw_http1(&self) -> Vec<u8> {
+        let body = self.next_body();
+        let mut head = format!(
+            "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            self.target.path,
+            self.target.authority,
+            body.len()
+        );
+        if let Some(key) = &self.key {
+            head.push_str(&format!("authorization: Bearer {key}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut raw = head.into_bytes();
+        raw.extend_from_slice(&body);
+        raw
     }
 
     fn request(&self, http2: bool) -> Result<http::Request<Full<Bytes>>, http::Error> {
@@ -317,6 +347,8 @@ pub struct LoadResult {
     pub usage: Option<Usage>,
     /// Samples of the system (kept for streamed loads, for the memory plots).
     pub samples: Vec<Sample>,
+    /// Stalled readers (`stalled` > 0): how the system dealt with them.
+    pub stalled: Option<StallResult>,
     /// Measured answers by their `x-tollgate-cache` header (`hit`, `semantic-hit`,
     /// `miss`, `bypass`); empty when no answer carried one.
     pub cache: BTreeMap<String, u64>,
@@ -335,6 +367,7 @@ struct Recorder {
     ttft: Hist,
     gap: Hist,
     stream: StreamResult,
+    stall: StallTally,
 }
 
 /// How one request went.
@@ -368,6 +401,7 @@ impl Recorder {
             ttft: Hist::new()?,
             gap: Hist::new()?,
             stream: StreamResult::default(),
+            stall: StallTally::new()?,
         })
     }
 
@@ -519,6 +553,73 @@ async fn exchange(
 
 // === Loads ===
 
+/// What every request task of one load shares.
+struct Shared {
+    pool: Pool,
+    template: RequestTemplate,
+    recorder: Mutex<Recorder>,
+    /// Requests (or streams) open right now.
+    open: AtomicU64,
+    expected_tokens: u64,
+    /// Stalled readers: every n-th request or worker, and the watcher of their sockets.
+    stall: Option<(u64, Arc<StallWatcher>)>,
+    /// Source addresses of stalled connections, used in turn.
+    stall_source: AtomicUsize,
+    sources: usize,
+}
+
+impl Shared {
+    /// One request: a stalled reader when `index` says so, a measured exchange otherwise;
+    /// recorded when `measured`.
+    async fn request(&self, index: u64, intended: Instant, spec: &LoadSpec, measured: bool) {
+        if let Some((_, watcher)) = self
+            .stall
+            .as_ref()
+            .filter(|(every, _)| stall::is_stalled(index, Some(*every)))
+        {
+            let raw = self.template.raw_http1();
+            let source = self.stall_source.fetch_add(1, Ordering::Relaxed);
+            // Held open by the server too, so counted with the open streams.
+            self.open.fetch_add(1, Ordering::Relaxed);
+            let outcome = stall::stalled_request(
+                &self.template.target,
+                &raw,
+                source,
+                self.sources,
+                watcher,
+                intended + spec.timeout,
+            )
+            .await;
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            if measured {
+                self.recorder.lock().stall.record(&outcome);
+            }
+            if let StallOutcome::Failed(_) = outcome {
+                // Do not spin on a refusing server: a stalled worker waits like a slow
+                // stream would.
+                tokio::time::sleep_until((intended + spec.timeout.min(STALL_RETRY)).into()).await;
+            }
+            return;
+        }
+        self.open.fetch_add(1, Ordering::Relaxed);
+        let outcome = one_request(
+            &self.pool,
+            &self.template,
+            intended,
+            spec.stream,
+            spec.timeout,
+        )
+        .await;
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        if measured {
+            self.recorder.lock().record(outcome, self.expected_tokens);
+        }
+    }
+}
+
+/// Least pause before a stalled worker whose request failed tries again.
+const STALL_RETRY: Duration = Duration::from_secs(1);
+
 /// Runs `spec` against `template`'s target; samples `pid` when given.
 pub async fn run(
     spec: &LoadSpec,
@@ -531,31 +632,48 @@ pub async fn run(
         Mode::Closed => spec.concurrency,
         Mode::Open => spec.connections,
     };
-    let pool = Arc::new(
-        Pool::new(
-            template.target.clone(),
-            http2,
-            in_flight,
-            spec.h2_connections,
-            spec.sources,
-        )
-        .await?,
-    );
-    let template = Arc::new(template);
-    let recorder = Arc::new(Mutex::new(Recorder::new()?));
-    let open = Arc::new(AtomicU64::new(0));
+    let pool = Pool::new(
+        template.target.clone(),
+        http2,
+        in_flight,
+        spec.h2_connections,
+        spec.sources,
+    )
+    .await?;
+    let stall = match stall::stall_every(spec.stalled) {
+        Some(every) => Some((
+            every,
+            StallWatcher::start(template.target.addr).ok_or_else(|| {
+                BenchError::Url(format!(
+                    "{}: stalled readers need an IPv4 target",
+                    template.target.authority
+                ))
+            })?,
+        )),
+        None => None,
+    };
+    let shared = Arc::new(Shared {
+        pool,
+        template,
+        recorder: Mutex::new(Recorder::new()?),
+        open: AtomicU64::new(0),
+        expected_tokens,
+        stall,
+        stall_source: AtomicUsize::new(0),
+        sources: spec.sources,
+    });
 
     let start = Instant::now();
     let idle = pid.and_then(|p| sample(p, start, 0));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = pid.map(|p| {
-        let (sampling, open) = (sampling.clone(), open.clone());
+        let (sampling, shared) = (sampling.clone(), shared.clone());
         tokio::spawn(async move {
             let mut samples = Vec::new();
             let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
             while sampling.load(Ordering::Relaxed) {
                 tick.tick().await;
-                match sample(p, start, open.load(Ordering::Relaxed)) {
+                match sample(p, start, shared.open.load(Ordering::Relaxed)) {
                     Some(s) => samples.push(s),
                     None => break,
                 }
@@ -565,31 +683,12 @@ pub async fn run(
     });
 
     let measure_from = start + spec.warmup;
-    let elapsed = match spec.mode {
-        Mode::Closed => {
-            closed(
-                spec,
-                &pool,
-                &template,
-                &recorder,
-                &open,
-                expected_tokens,
-                measure_from,
-            )
-            .await
-        }
-        Mode::Open => {
-            open_loop(
-                spec,
-                &pool,
-                &template,
-                &recorder,
-                &open,
-                expected_tokens,
-                start,
-            )
-            .await?
-        }
+    let (elapsed, steady_end) = match spec.mode {
+        Mode::Closed => (
+            closed(spec, &shared, measure_from).await,
+            measure_from + spec.duration,
+        ),
+        Mode::Open => open_loop(spec, &shared, start).await?,
     };
     let load_end_ms = start.elapsed().as_millis() as u64;
     sampling.store(false, Ordering::Relaxed);
@@ -602,7 +701,11 @@ pub async fn run(
             tokio::time::sleep(spec.settle).await;
             let after = sample(p, start, 0).unwrap_or_default();
             samples.push(after);
-            Some(procfs::usage(idle, &samples, after, load_end_ms))
+            let steady = (
+                spec.warmup.as_millis() as u64,
+                steady_end.saturating_duration_since(start).as_millis() as u64,
+            );
+            Some(procfs::usage(idle, &samples, after, load_end_ms, steady))
         }
         _ => None,
     };
@@ -610,7 +713,7 @@ pub async fn run(
         samples.clear();
     }
 
-    let r = recorder.lock();
+    let r = shared.recorder.lock();
     let failed: u64 = r.errors.values().sum();
     Ok(LoadResult {
         spec: spec.clone(),
@@ -637,9 +740,10 @@ pub async fn run(
             gap_us: r.gap.summary(),
             ..r.stream.clone()
         }),
-        connects: pool.connects.load(Ordering::Relaxed),
+        connects: shared.pool.connects.load(Ordering::Relaxed),
         usage,
         samples,
+        stalled: shared.stall.is_some().then(|| r.stall.result()),
         cache: r.cache.clone(),
     })
 }
@@ -654,39 +758,27 @@ fn sample(pid: u32, start: Instant, open: u64) -> Option<Sample> {
     })
 }
 
-/// Workers send back to back until the end; requests started before `measure_from`
-/// warm up and are not recorded. Returns the measured time.
-async fn closed(
-    spec: &LoadSpec,
-    pool: &Arc<Pool>,
-    template: &Arc<RequestTemplate>,
-    recorder: &Arc<Mutex<Recorder>>,
-    open: &Arc<AtomicU64>,
-    expected_tokens: u64,
-    measure_from: Instant,
-) -> Duration {
+/// Workers send back to back until the end (worker `i` first waits `i / concurrency` of
+/// the ramp); requests started before `measure_from` warm up and are not recorded.
+/// Returns the measured time.
+async fn closed(spec: &LoadSpec, shared: &Arc<Shared>, measure_from: Instant) -> Duration {
     let end = measure_from + spec.duration;
-    let mut workers = Vec::with_capacity(spec.concurrency);
-    for _ in 0..spec.concurrency.max(1) {
-        let (pool, template, recorder, open) = (
-            pool.clone(),
-            template.clone(),
-            recorder.clone(),
-            open.clone(),
-        );
-        let (stream, timeout) = (spec.stream, spec.timeout);
+    let workers_n = spec.concurrency.max(1);
+    let ramp_start = Instant::now();
+    let mut workers = Vec::with_capacity(workers_n);
+    for i in 0..workers_n {
+        let (shared, spec) = (shared.clone(), spec.clone());
+        let first = ramp_start + spec.ramp.mul_f64(i as f64 / workers_n as f64);
         workers.push(tokio::spawn(async move {
+            tokio::time::sleep_until(first.into()).await;
             loop {
                 let now = Instant::now();
                 if now >= end {
                     break;
                 }
-                open.fetch_add(1, Ordering::Relaxed);
-                let outcome = one_request(&pool, &template, now, stream, timeout).await;
-                open.fetch_sub(1, Ordering::Relaxed);
-                if now >= measure_from && outcome.done <= end + timeout {
-                    recorder.lock().record(outcome, expected_tokens);
-                }
+                shared
+                    .request(i as u64, now, &spec, now >= measure_from)
+                    .await;
             }
         }));
     }
@@ -709,15 +801,12 @@ async fn closed(
 
 /// Requests leave on schedule from a dispatcher thread (sub-millisecond sleeps, unlike
 /// the runtime's 1 ms timer); each request's latency counts from its intended time.
+/// Returns the measured time and when the schedule ended.
 async fn open_loop(
     spec: &LoadSpec,
-    pool: &Arc<Pool>,
-    template: &Arc<RequestTemplate>,
-    recorder: &Arc<Mutex<Recorder>>,
-    open: &Arc<AtomicU64>,
-    expected_tokens: u64,
+    shared: &Arc<Shared>,
     start: Instant,
-) -> Result<Duration, BenchError> {
+) -> Result<(Duration, Instant), BenchError> {
     let rate = spec.rate.unwrap_or(1000.0).max(0.001);
     let warmup_n = total_requests(spec.warmup, rate);
     let measured_n = spec
@@ -726,13 +815,7 @@ async fn open_loop(
     let total = warmup_n + measured_n;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let handle = tokio::runtime::Handle::current();
-    let (pool2, template2, recorder2, open2) = (
-        pool.clone(),
-        template.clone(),
-        recorder.clone(),
-        open.clone(),
-    );
-    let (stream, timeout) = (spec.stream, spec.timeout);
+    let (shared2, spec2) = (shared.clone(), spec.clone());
     let dispatcher = std::thread::Builder::new()
         .name("bench-dispatch".to_owned())
         .spawn(move || {
@@ -742,20 +825,10 @@ async fn open_loop(
                 while next < due {
                     let intended = start + intended_offset(next, rate);
                     let measured = next >= warmup_n;
-                    let (pool, template, recorder, open) = (
-                        pool2.clone(),
-                        template2.clone(),
-                        recorder2.clone(),
-                        open2.clone(),
-                    );
+                    let (shared, spec) = (shared2.clone(), spec2.clone());
+                    let index = next;
                     let task = handle.spawn(async move {
-                        open.fetch_add(1, Ordering::Relaxed);
-                        let outcome =
-                            one_request(&pool, &template, intended, stream, timeout).await;
-                        open.fetch_sub(1, Ordering::Relaxed);
-                        if measured {
-                            recorder.lock().record(outcome, expected_tokens);
-                        }
+                        shared.request(index, intended, &spec, measured).await;
                     });
                     if tx.send(task).is_err() {
                         return;
@@ -775,14 +848,17 @@ async fn open_loop(
         let abort = task.abort_handle();
         if tokio::time::timeout(left, task).await.is_err() {
             abort.abort();
-            let mut r = recorder.lock();
+            let mut r = shared.recorder.lock();
             *r.errors.entry("unfinished".to_owned()).or_default() += 1;
         }
     }
     // The channel closed: the dispatcher has returned.
     let _ = dispatcher.join();
     let measured_start = start + intended_offset(warmup_n, rate);
-    Ok(Instant::now().saturating_duration_since(measured_start))
+    Ok((
+        Instant::now().saturating_duration_since(measured_start),
+        schedule_end,
+    ))
 }
 
 #[cfg(test)]

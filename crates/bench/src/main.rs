@@ -11,6 +11,7 @@ mod load;
 mod procfs;
 mod scenario;
 mod schedule;
+mod stall;
 mod stats;
 mod suite;
 mod systems;

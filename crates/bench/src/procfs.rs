@@ -66,11 +66,29 @@ pub struct Usage {
     pub rss_at_open_peak_kb: u64,
     /// CPU share while `open_peak` streams were open.
     pub cpu_share_at_open_peak: f64,
+    /// The steady part of the load (after the warm-up, before the drain): its first and
+    /// last RSS sample, highest RSS, and the least-squares RSS slope over it, KiB per
+    /// minute (memory that keeps growing under a constant load shows here).
+    pub steady_rss_first_kb: u64,
+    pub steady_rss_last_kb: u64,
+    pub steady_rss_max_kb: u64,
+    pub steady_rss_slope_kb_per_min: Option<f64>,
 }
 
 /// Sums up `samples` (in time order) taken from `idle` (before the load) to `after`
-/// (after it settled); `load_end_ms` marks where the load stopped.
-pub fn usage(idle: Sample, samples: &[Sample], after: Sample, load_end_ms: u64) -> Usage {
+/// (after it settled); `load_end_ms` marks where the load stopped, `steady` the part of
+/// it after the warm-up and before the drain (ms from the start, inclusive).
+pub fn usage(
+    idle: Sample,
+    samples: &[Sample],
+    after: Sample,
+    load_end_ms: u64,
+    steady: (u64, u64),
+) -> Usage {
+    let steady: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.t_ms >= steady.0 && s.t_ms <= steady.1)
+        .collect();
     let during: Vec<&Sample> = samples.iter().filter(|s| s.t_ms <= load_end_ms).collect();
     let open_peak = samples.iter().map(|s| s.open).max().unwrap_or(0);
     let at_peak: Vec<&Sample> = samples
@@ -104,7 +122,28 @@ pub fn usage(idle: Sample, samples: &[Sample], after: Sample, load_end_ms: u64) 
             (Some(a), Some(b)) => share(a, b),
             _ => 0.0,
         },
+        steady_rss_first_kb: steady.first().map_or(0, |s| s.rss_kb),
+        steady_rss_last_kb: steady.last().map_or(0, |s| s.rss_kb),
+        steady_rss_max_kb: steady.iter().map(|s| s.rss_kb).max().unwrap_or(0),
+        steady_rss_slope_kb_per_min: slope_per_min(&steady),
     }
+}
+
+/// Least-squares slope of RSS over time, KiB per minute; `None` under two samples.
+fn slope_per_min(samples: &[&Sample]) -> Option<f64> {
+    if samples.len() < 2 {
+        return None;
+    }
+    let n = samples.len() as f64;
+    let mean_t = samples.iter().map(|s| s.t_ms as f64).sum::<f64>() / n;
+    let mean_r = samples.iter().map(|s| s.rss_kb as f64).sum::<f64>() / n;
+    let (mut cov, mut var) = (0.0, 0.0);
+    for s in samples {
+        let dt = s.t_ms as f64 - mean_t;
+        cov += dt * (s.rss_kb as f64 - mean_r);
+        var += dt * dt;
+    }
+    (var > 0.0).then(|| cov / var * 60_000.0)
 }
 
 #[cfg(test)]
@@ -144,7 +183,7 @@ mod tests {
             s(4000, 5200, 160, 0),
         ];
         let after = s(9000, 1100, 160, 0);
-        let u = usage(idle, &samples, after, 4000);
+        let u = usage(idle, &samples, after, 4000, (1000, 3000));
         assert_eq!(u.rss_idle_kb, 1000);
         assert_eq!(u.rss_peak_kb, 5200);
         assert_eq!(u.rss_after_kb, 1100);
@@ -153,5 +192,18 @@ mod tests {
         assert_eq!(u.open_peak, 100);
         assert_eq!(u.rss_at_open_peak_kb, 5100);
         assert!((u.cpu_share_at_open_peak - 0.5).abs() < 1e-9);
+        assert_eq!(
+            (
+                u.steady_rss_first_kb,
+                u.steady_rss_last_kb,
+                u.steady_rss_max_kb
+            ),
+            (2000, 5100, 5100)
+        );
+        // (2000, 5000, 5100) KiB at 1, 2, 3 s: 1550 KiB/s.
+        let slope = u.steady_rss_slope_kb_per_min.unwrap();
+        assert!((slope - 1550.0 * 60.0).abs() < 1e-6, "{slope}");
+        let flat = usage(idle, &samples, after, 4000, (3000, 3000));
+        assert_eq!(flat.steady_rss_slope_kb_per_min, None);
     }
 }

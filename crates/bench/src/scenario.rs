@@ -65,6 +65,10 @@ pub struct MockSpec {
     /// Pause before the first streamed token.
     #[serde(default, with = "humantime_serde")]
     pub first_token_delay: Duration,
+    /// Filler bytes after each generated token (`tok<N>~ppp…`), so that streams carry
+    /// many bytes at few events per second (0: none; ignored with `reply`).
+    #[serde(default)]
+    pub pad: usize,
 }
 
 fn default_tokens() -> u64 {
@@ -72,6 +76,15 @@ fn default_tokens() -> u64 {
 }
 
 impl MockSpec {
+    /// The `--reply` the mock is started with: the fixed reply, or the padded one.
+    pub fn reply_text(&self) -> Option<String> {
+        match &self.reply {
+            Some(reply) => Some(reply.clone()),
+            None if self.pad > 0 => Some(crate::tokens::padded_reply(self.tokens, self.pad)),
+            None => None,
+        }
+    }
+
     /// Tokens the mock sends per answer: the reply's words, or `tokens`.
     pub fn reply_tokens(&self) -> u64 {
         self.reply
@@ -87,6 +100,7 @@ impl Default for MockSpec {
             reply: None,
             token_delay: Duration::ZERO,
             first_token_delay: Duration::ZERO,
+            pad: 0,
         }
     }
 }
@@ -127,6 +141,11 @@ pub struct SystemOptions {
     /// Tollgate: the `TOLLGATE_LOG` filter (`info` logs one access line per request).
     #[serde(default)]
     pub log: Option<String>,
+    /// Pingora and Tollgate: reach the mock over cleartext HTTP/2, many streams per
+    /// connection (Tollgate: `http2: true` on the provider), instead of one HTTP/1.1
+    /// connection per request.
+    #[serde(default)]
+    pub upstream_h2: bool,
 }
 
 impl SystemSpec {
@@ -137,6 +156,7 @@ impl SystemSpec {
                 kind: *kind,
                 config: None,
                 log: None,
+                upstream_h2: false,
             },
             Self::Full(o) => o.clone(),
         }
@@ -182,7 +202,18 @@ impl Scenario {
                 return Err(format!("baseline: unknown system '{b}'"));
             }
         }
+        for o in self.systems.iter().map(SystemSpec::options) {
+            if o.upstream_h2 && !matches!(o.kind, SystemKind::Pingora | SystemKind::Tollgate) {
+                return Err(format!(
+                    "system {}: upstream_h2 applies to pingora and tollgate only",
+                    o.name()
+                ));
+            }
+        }
         for load in &self.loads {
+            if !(0.0..=1.0).contains(&load.stalled) {
+                return Err(format!("load {}: stalled must be 0 to 1", load.name));
+            }
             if load.http != 1 && load.http != 2 {
                 return Err(format!("load {}: http must be 1 or 2", load.name));
             }
@@ -251,6 +282,28 @@ loads:
         assert_eq!(s.loads[1].warmup, Duration::from_secs(1));
         assert_eq!(s.mock.reply_tokens(), 64);
         assert!(!s.redis && s.baseline.is_none());
+        assert_eq!(s.mock.reply_text(), None);
+    }
+
+    #[test]
+    fn a_padded_mock_and_an_h2_upstream() {
+        let text = FILE
+            .replace("token_delay: 20ms }", "token_delay: 20ms, pad: 4 }")
+            .replace(
+                "kind: tollgate, log: warn,",
+                "kind: tollgate, upstream_h2: true, log: warn,",
+            )
+            .replace(
+                "duration: 10s }",
+                "duration: 10s, stalled: 0.01, ramp: 5s }",
+            );
+        let s = parse(&text).unwrap();
+        let reply = s.mock.reply_text().unwrap();
+        assert!(reply.starts_with("tok0~pppp tok1~pppp"), "{reply}");
+        assert_eq!(s.mock.reply_tokens(), 64);
+        assert!(s.systems[2].options().upstream_h2);
+        assert_eq!(s.loads[0].stalled, 0.01);
+        assert_eq!(s.loads[0].ramp, Duration::from_secs(5));
     }
 
     #[test]
@@ -272,6 +325,10 @@ loads:
         assert!(parse(&FILE.replace("rate: 1000, ", "")).is_err());
         assert!(parse(&FILE.replace("name: tollgate-quiet", "name: tollgate")).is_err());
         assert!(parse(&format!("{FILE}baseline: envoy\n")).is_err());
+        assert!(parse(&FILE.replace("duration: 10s }", "duration: 10s, stalled: 1.5 }")).is_err());
+        assert!(
+            parse(&FILE.replace("- direct\n", "- { kind: nginx, upstream_h2: true }\n")).is_err()
+        );
     }
 
     #[test]

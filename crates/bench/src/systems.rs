@@ -189,7 +189,7 @@ pub fn start_mock(env: &Env, spec: &MockSpec) -> Result<(Proc, SocketAddr), Benc
         .arg(format!("{}us", spec.token_delay.as_micros()))
         .arg("--first-token-delay")
         .arg(format!("{}us", spec.first_token_delay.as_micros()));
-    if let Some(reply) = &spec.reply {
+    if let Some(reply) = spec.reply_text() {
         cmd.arg("--reply").arg(reply);
     }
     let mut child = cmd
@@ -448,6 +448,9 @@ pub async fn start(
                 .arg("--threads")
                 .arg("1")
                 .arg("--h2c");
+            if opts.upstream_h2 {
+                cmd.arg("--upstream-h2");
+            }
             let p = spawn(env, &name, cmd, &dir.path().join("stderr.log"))?;
             (Some(p), url(port), Some(url(port)), Some(dir))
         }
@@ -491,10 +494,17 @@ pub async fn start(
         SystemKind::Tollgate => {
             let dir = tempdir()?;
             let (port, admin) = (free_port()?, free_port()?);
-            let extra = match &opts.config {
+            let mut extra = match &opts.config {
                 Some(v) => Some(serde_json::to_value(v).map_err(|e| sys_err(e.to_string()))?),
                 None => None,
             };
+            if opts.upstream_h2 {
+                let h2 = json!({ "providers": { "mock": { "http2": true } } });
+                match &mut extra {
+                    Some(extra) => merge(extra, &h2),
+                    None => extra = Some(h2),
+                }
+            }
             let config = tollgate_config(port, admin, mock, dir.path(), extra.as_ref());
             let conf = dir.path().join("tollgate.yaml");
             write(&conf, &yaml(&config)?)?;

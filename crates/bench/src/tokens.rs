@@ -8,8 +8,25 @@
 //! (`tok0 tok1 Mail jane@example.com tok4`): each other word takes its position, so a
 //! stream passed through unchanged loses nothing, and a redactor that replaces a
 //! four-word card number with `[CREDIT_CARD]` shows as three lost words and one mask.
+//!
+//! A padded reply (scenario `mock.pad`) makes every token event larger, for loads that must
+//! push many bytes per stream at a low event rate: `tok<N>~` followed by filler still
+//! counts as token N.
 
 use serde::Deserialize;
+
+/// Separates a token's index from its filler in a padded reply.
+const PAD_MARK: char = '~';
+
+/// The reply `tok0~ppp… tok1~ppp… …`: `tokens` words of `pad` filler bytes each after
+/// their index.
+pub fn padded_reply(tokens: u64, pad: usize) -> String {
+    let filler = "p".repeat(pad);
+    (0..tokens)
+        .map(|i| format!("tok{i}{PAD_MARK}{filler}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 /// One `chat.completion.chunk`, only the fields the check reads.
 #[derive(Deserialize)]
@@ -105,7 +122,11 @@ impl StreamCheck {
 
     fn token(&mut self, word: &str) {
         self.tokens += 1;
-        let Some(index) = word.strip_prefix("tok").and_then(|n| n.parse::<u64>().ok()) else {
+        let index = word
+            .strip_prefix("tok")
+            .map(|rest| rest.split_once(PAD_MARK).map_or(rest, |(n, _)| n))
+            .and_then(|n| n.parse::<u64>().ok());
+        let Some(index) = index else {
             self.foreign += 1;
             self.masks += u64::from(is_mask(word));
             self.next += 1;
@@ -221,6 +242,20 @@ mod tests {
         m.finish(5);
         assert_eq!((m.lost, m.foreign, m.masks, m.merged), (1, 2, 1, 1));
         assert!(!is_mask("[x]") && !is_mask("[]") && is_mask("[IP_2]"));
+    }
+
+    #[test]
+    fn padded_tokens_count_by_their_index() {
+        let reply = padded_reply(3, 5);
+        assert_eq!(reply, "tok0~ppppp tok1~ppppp tok2~ppppp");
+        let mut c = StreamCheck::default();
+        for word in reply.split(' ') {
+            c.on_event(&chunk(&format!("{word} ")));
+        }
+        c.on_event("[DONE]");
+        c.finish(3);
+        assert!(c.is_clean(), "{c:?}");
+        assert_eq!(padded_reply(0, 5), "");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod admin;
 mod admin_policy;
+mod allocator;
 mod auth;
 mod cache;
 mod demo;
@@ -94,6 +95,12 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run { .. } | Command::Demo { .. }) {
+        if let Err(err) = allocator::tune() {
+            // The gateway still serves; it only keeps freed memory longer.
+            eprintln!("warning: the allocator could not be tuned: {err}");
+        }
+    }
     match cli.command {
         Command::Run { config, upgrade } => server::run_file(&config, upgrade),
         Command::Check { config } => check(&config),
