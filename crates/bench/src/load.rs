@@ -184,6 +184,9 @@ pub struct RequestTemplate {
     /// Unique prompts: the run's own prefix of every unique word, and the next number.
     unique: Option<(String, AtomicU64)>,
     pub key: Option<String>,
+    /// The body a stalled reader sends: the same request asking for
+    /// [`stall::STALL_CHOICES`] choices, so that its answer outgrows the socket buffers.
+    stall_body: Bytes,
 }
 
 impl RequestTemplate {
@@ -205,6 +208,9 @@ impl RequestTemplate {
         if let Some(max) = spec.max_tokens {
             body["max_tokens"] = max.into();
         }
+        let mut stalled = body.clone();
+        stalled["n"] = stall::STALL_CHOICES.into();
+        let stall_body = Bytes::from(stalled.to_string());
         let text = body.to_string();
         // serde_json writes the NUL characters of the mark as `\u0000`.
         let mark = serde_json::Value::from(UNIQUE_MARK).to_string();
@@ -216,6 +222,7 @@ impl RequestTemplate {
                 body_tail: Some(Bytes::from(tail.to_owned())),
                 unique: Some((unique_run_prefix(), AtomicU64::new(0))),
                 key,
+                stall_body,
             },
             None => Self {
                 target,
@@ -223,6 +230,7 @@ impl RequestTemplate {
                 body_tail: None,
                 unique: None,
                 key,
+                stall_body,
             },
         }
     }
@@ -243,9 +251,9 @@ impl RequestTemplate {
         }
     }
 
-    /// The same request as whole HTTP/1.1 bytes, for clients that bypass the pool.
-    fn raw_http1(&self) -> Vec<u8> {
-        let body = self.next_body();
+    /// A stalled reader's request as whole HTTP/1.1 bytes (it bypasses the pool).
+    fn stalled_http1(&self) -> Vec<u8> {
+        let body = &self.stall_body;
         let mut head = format!(
             "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
             self.target.path,
@@ -257,7 +265,7 @@ impl RequestTemplate {
         }
         head.push_str("\r\n");
         let mut raw = head.into_bytes();
-        raw.extend_from_slice(&body);
+        raw.extend_from_slice(body);
         raw
     }
 
@@ -577,7 +585,7 @@ impl Shared {
             .as_ref()
             .filter(|(every, _)| stall::is_stalled(index, Some(*every)))
         {
-            let raw = self.template.raw_http1();
+            let raw = self.template.stalled_http1();
             let source = self.stall_source.fetch_add(1, Ordering::Relaxed);
             // Held open by the server too, so counted with the open streams.
             self.open.fetch_add(1, Ordering::Relaxed);
@@ -909,5 +917,26 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_slice(&t.next_body()).unwrap();
         assert_eq!(v["stream"], true);
+    }
+
+    #[test]
+    fn a_stalled_request_asks_for_more_choices() {
+        let t = template(&["--stream"]);
+        let raw = String::from_utf8(t.stalled_http1()).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("POST /v1/chat/completions HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("host: 127.0.0.1:1\r\n"), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            (v["n"].as_u64(), v["stream"].as_bool()),
+            (Some(stall::STALL_CHOICES), Some(true))
+        );
     }
 }

@@ -29,8 +29,14 @@ pub const STALL_RCVBUF: u32 = 2048;
 
 /// Segment size a stalled client announces (`TCP_MAXSEG`). Over loopback the server would
 /// otherwise size its send buffer for 64 KiB segments (over a MiB); with 536-byte
-/// segments it stays near 20 KiB, so a stream of a few tens of KiB fills it.
+/// segments it stays near 70 KiB of buffer space (about 35 KiB of payload).
 pub const STALL_MSS: u32 = 536;
+
+/// Choices (`n`) a stalled reader asks for, each streamed as its own event: its answer is
+/// this many times a normal stream's, so that it outgrows the server's socket buffers
+/// for it (measured near 35 KiB of payload over loopback despite the small segments)
+/// while the other streams stay light.
+pub const STALL_CHOICES: u64 = 4;
 
 /// Largest response head read before the client stops reading.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
