@@ -28,10 +28,7 @@ const KILL_JITTER_US: std::ops::Range<u64> = 0..20_000;
 const ROUND_STALL: Duration = Duration::from_secs(60);
 
 fn requests() -> usize {
-    std::env::var("CRASH_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_REQUESTS)
+    env_count("CRASH_REQUESTS", DEFAULT_REQUESTS)
 }
 
 /// xorshift64: enough randomness for kill moments, and replayable from the printed seed.

@@ -41,17 +41,11 @@ const PACED_MOCK: &[&str] = &["--tokens", "200", "--token-delay", "20ms"];
 const MEMORY_PER_ATTACKER_KIB: u64 = 256;
 
 fn attackers() -> usize {
-    std::env::var("SLOWLORIS_CONNECTIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_ATTACKERS)
+    env_count("SLOWLORIS_CONNECTIONS", DEFAULT_ATTACKERS)
 }
 
 fn attack_readers() -> usize {
-    std::env::var("SLOWLORIS_ZERO_WINDOW_READERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_ATTACK_READERS)
+    env_count("SLOWLORIS_ZERO_WINDOW_READERS", DEFAULT_ATTACK_READERS)
 }
 
 /// Latencies of `LEGIT_REQUESTS` chat calls to `model`, sorted, measured from a thread
@@ -301,10 +295,7 @@ const READER_STREAM_TOKENS: &str = "30000";
 const READER_RECV_BUFFER: u32 = 4096;
 
 fn zero_window_readers() -> usize {
-    std::env::var("ZERO_WINDOW_READERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_ZERO_WINDOW_READERS)
+    env_count("ZERO_WINDOW_READERS", DEFAULT_ZERO_WINDOW_READERS)
 }
 
 /// What a zero-window reader saw once told to drain: the bytes it received in all, and
