@@ -3,16 +3,24 @@
 
     python3 deploy/check.py [--tollgate target/debug/tollgate]
 
-Always: every YAML file parses; the dashboards are well-formed Grafana JSON (schema
-version, unique panel ids, no overlapping panels, defined variables); the compose file
-mounts files that exist; every `.Values.*` path the Helm templates use is in values.yaml.
-When the tools are installed: promtool parses the scrape config, the alert rules and every
-dashboard query; helm lints and renders the chart; systemd-analyze verifies the unit; and
-`tollgate check` validates the compose config and the chart's default config.
-Prints one line per check and exits non-zero if any failed. Needs PyYAML.
+Always: every YAML file parses; the Dockerfile's build stage copies every workspace member
+and every file the sources include from outside their crate (and, with cargo installed,
+Cargo loads the workspace from exactly what it copies); the dashboards are well-formed
+Grafana JSON (schema version, unique panel ids, no overlapping panels, defined variables);
+the compose file mounts files that exist and its gateway configs have the shape the
+compose services expect; every `.Values.*` path the Helm templates use is in values.yaml,
+and the templates, with their values filled in and their control lines left out, hold the
+chart's objects (Deployment with probes, preStop drain and data volume, Services,
+ConfigMap, HPA, PodDisruptionBudget). When the tools are installed: promtool parses the
+scrape config, the alert rules and every dashboard query; helm lints and renders the
+chart; systemd-analyze verifies the unit; and `tollgate check` validates the compose
+configs and the chart's default config.
+Prints one line per check and exits non-zero if any failed. Needs PyYAML (Debian:
+python3-yaml; scripts/setup.sh installs it).
 """
 
 import argparse
+import fnmatch
 import glob
 import json
 import os
@@ -21,10 +29,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 
 import yaml
 
 DEPLOY = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(DEPLOY)
 CHART = os.path.join(DEPLOY, "helm", "tollgate")
 results = {"passed": 0, "failed": 0, "skipped": 0}
 
@@ -67,6 +77,108 @@ def check_yaml():
         except yaml.YAMLError as e:
             problems.append(f"{rel(path)}: {e}")
     report("YAML files parse", problems)
+
+
+# === Dockerfile ===
+
+def workspace_members():
+    """The workspace members' directories, relative to the repository root, as Cargo finds them."""
+    with open(os.path.join(ROOT, "Cargo.toml"), "rb") as f:
+        workspace = tomllib.load(f)["workspace"]
+    excluded = set(workspace.get("exclude", []))
+    members = []
+    for pattern in workspace.get("members", []):
+        for path in sorted(glob.glob(os.path.join(ROOT, pattern))):
+            member = os.path.relpath(path, ROOT)
+            if member not in excluded and os.path.isfile(os.path.join(path, "Cargo.toml")):
+                members.append(member)
+    return members
+
+
+def build_stage_copies():
+    """(source, destination) of each COPY from the build context in the Dockerfile's first
+    stage, both relative to the context and to the stage's WORKDIR respectively."""
+    with open(os.path.join(DEPLOY, "Dockerfile")) as f:
+        # Continuation lines joined, comments dropped.
+        text = re.sub(r"\\\n", " ", "".join(l for l in f if not l.lstrip().startswith("#")))
+    copies, stages = [], 0
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0].upper() == "FROM":
+            stages += 1
+        if stages != 1 or words[0].upper() != "COPY":
+            continue
+        args = [w for w in words[1:] if not w.startswith("--")]
+        if any(w.startswith("--from") for w in words[1:]):
+            continue
+        *sources, dest = args
+        for source in sources:
+            source = os.path.normpath(source)
+            into = dest.endswith("/") or len(sources) > 1
+            target = os.path.join(dest, os.path.basename(source)) if into else dest
+            copies.append((source, os.path.normpath(target)))
+    return copies
+
+
+def copied_to(path, copies):
+    """Where the image's build stage has `path` (relative to the context), or None."""
+    for source, target in copies:
+        if path == source or path.startswith(source + os.sep) or source == ".":
+            rest = os.path.relpath(path, source)
+            return os.path.normpath(os.path.join(target, rest))
+    return None
+
+
+def outside_includes(members):
+    """Files that the members' sources include with include_str!/include_bytes! from
+    outside the member's own directory, relative to the repository root."""
+    found = set()
+    for member in members:
+        for path in glob.glob(os.path.join(ROOT, member, "src", "**", "*.rs"), recursive=True):
+            with open(path) as f:
+                text = f.read()
+            for inc in re.findall(r'include_(?:str|bytes)!\(\s*"([^"]+)"', text):
+                target = os.path.relpath(os.path.normpath(os.path.join(os.path.dirname(path), inc)), ROOT)
+                if not (target + os.sep).startswith(member + os.sep):
+                    found.add(target)
+    return sorted(found)
+
+
+def check_dockerfile():
+    copies = build_stage_copies()
+    members = workspace_members()
+    problems = []
+    needed = ["Cargo.toml", "Cargo.lock", *members, *outside_includes(members)]
+    for path in needed:
+        where = copied_to(path, copies)
+        if where is None:
+            problems.append(f"the build stage does not COPY {path}")
+        elif where != path:
+            problems.append(f"the build stage copies {path} to {where}, not to {path}")
+    report(f"Dockerfile copies the workspace ({len(members)} members)", problems)
+
+    cargo = shutil.which("cargo")
+    if problems or not cargo:
+        if not problems:
+            skip("Cargo loads the Dockerfile's copy of the workspace", "cargo not installed")
+        return
+    # The build context as the build stage sees it: Cargo must load every member's
+    # manifest from it, as `cargo build --locked` in the image does first.
+    with tempfile.TemporaryDirectory() as d:
+        for source, target in copies:
+            src, dst = os.path.join(ROOT, source), os.path.join(d, target)
+            if os.path.isdir(src):
+                shutil.copytree(src, dst, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("target", ".git"))
+            elif os.path.exists(src):
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copy(src, dst)
+        code, out = run([cargo, "metadata", "--no-deps", "--offline", "--format-version", "1",
+                         "--manifest-path", os.path.join(d, "Cargo.toml")])
+    report("Cargo loads the Dockerfile's copy of the workspace (cargo metadata)",
+           [] if code == 0 else [out])
 
 
 # === dashboards ===
@@ -285,6 +397,7 @@ def main():
     if tollgate and not os.access(tollgate, os.X_OK):
         parser.error(f"{tollgate} is not an executable")
     check_yaml()
+    check_dockerfile()
     check_dashboards()
     check_prometheus()
     check_compose()
