@@ -300,6 +300,68 @@ def check_compose():
     if not any(v.endswith(":" + provider + ":ro") for v in services.get("grafana", {}).get("volumes", [])):
         problems.append(f"grafana: the dashboard provider's path {provider} is not mounted")
     report("compose file refers to existing files and services", problems)
+    check_compose_configs(compose)
+
+
+def compose_configs(compose):
+    """(service, config path) for each compose service that runs the gateway on a mounted config."""
+    found = []
+    for name, svc in compose.get("services", {}).items():
+        for volume in svc.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            if target == "/etc/tollgate/tollgate.yaml":
+                found.append((name, os.path.join(DEPLOY, source)))
+    return found
+
+
+def url_host(url):
+    m = re.match(r"^\w+://(?:[^@/]*@)?([^:/]+)", url or "")
+    return m.group(1) if m else None
+
+
+def check_compose_configs(compose):
+    """The gateway configs fit the services that run them: listeners on the published
+    ports, providers and state stores that are services of the stack, started first and
+    in the same profiles, every ${VAR} set in the service's environment."""
+    services = compose.get("services", {})
+    problems = []
+    backends = {}
+    for name, path in compose_configs(compose):
+        svc = services[name]
+        with open(path) as f:
+            text = f.read()
+        config = yaml.safe_load(text)
+        server = config.get("server", {})
+        published = {p.rsplit(":", 1)[-1] for p in svc.get("ports", [])}
+        for address in [*server.get("listen", []), server.get("admin_listen", "")]:
+            if not address.startswith("0.0.0.0:") or address.rsplit(":", 1)[-1] not in published:
+                problems.append(f"{name}: {address} is not a published port on all interfaces")
+        depends = svc.get("depends_on", {})
+        profiles = set(svc.get("profiles", []))
+        hosts = [url_host(e) for p in config.get("providers", {}).values() for e in p.get("endpoints", [])]
+        state, ledger = config.get("state") or {}, config.get("ledger") or {}
+        keys = config.get("managed_keys") or {}
+        if state.get("backend") == "redis":
+            hosts.append(url_host(state.get("url")))
+        if ledger.get("sink") == "postgres":
+            hosts.append(url_host(ledger.get("url")))
+        if keys.get("store") == "postgres":
+            hosts.append(url_host(keys.get("url")))
+        backends[name] = (state.get("backend", "memory"), ledger.get("sink", "sqlite"))
+        for host in hosts:
+            if host not in services:
+                problems.append(f"{name}: {host} is not a compose service")
+            elif host not in depends:
+                problems.append(f"{name}: does not depend on {host}")
+            elif not set(services[host].get("profiles", [])) <= profiles:
+                problems.append(f"{name}: {host} is in a profile {name} is not")
+        env = svc.get("environment", {})
+        for var in sorted(set(re.findall(r"\$\{(\w+)", text))):
+            if var not in env:
+                problems.append(f"{name}: ${{{var}}} is not in the service's environment")
+    if ("redis", "postgres") not in backends.values():
+        problems.append("no compose gateway keeps its state in Redis and its ledger in PostgreSQL")
+    report(f"compose gateway configs fit their services ({', '.join(sorted(backends))})", problems)
 
 
 # === Helm ===
@@ -314,6 +376,114 @@ def values_paths(node, prefix=""):
     return paths
 
 
+# A template line that holds only actions ({{- if }}, {{- end }}, {{- toYaml … | nindent }}):
+# left out, so both branches of an if appear and with-blocks stay empty. An indented
+# include (labels, selectors) becomes one placeholder entry, so the mapping it fills is
+# not empty.
+ACTION_LINE = re.compile(r"^\s*(\{\{.*?\}\}\s*)+$")
+INCLUDE_LINE = re.compile(r'^\s*\{\{-?\s*include\s+"([^"]+)"\s+\.\s*\|\s*nindent\s+(\d+)\s*-?\}\}\s*$')
+ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}")
+SIMPLE_VALUE = re.compile(r"^\.Values\.([A-Za-z0-9_.]+)(\s*\|\s*quote)?$")
+
+
+def lookup(values, path):
+    node = values
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def raw_render(text, values):
+    """The template's YAML without a template engine: action-only lines dropped, indented
+    includes as one placeholder entry, a plain `.Values.x` (optionally `| quote`) replaced
+    by its value, any other action by `tpl`."""
+    def fill(m):
+        simple = SIMPLE_VALUE.match(m.group(1))
+        value = lookup(values, simple.group(1)) if simple else None
+        if value is None or isinstance(value, (dict, list)):
+            return "tpl"
+        return json.dumps(str(value)) if simple.group(2) else str(value)
+    lines = []
+    for line in text.splitlines():
+        include = INCLUDE_LINE.match(line)
+        if include:
+            lines.append(" " * int(include.group(2)) + f"{include.group(1)}: tpl")
+        elif not ACTION_LINE.match(line):
+            lines.append(ACTION.sub(fill, line))
+    return "\n".join(lines)
+
+
+def chart_objects(values):
+    """{kind: [object, ...]} from the raw templates, and the problems parsing them."""
+    objects, problems = {}, []
+    for path in sorted(glob.glob(os.path.join(CHART, "templates", "*.yaml"))):
+        with open(path) as f:
+            text = raw_render(f.read(), values)
+        try:
+            docs = [d for d in yaml.safe_load_all(text) if d]
+        except yaml.YAMLError as e:
+            problems.append(f"{os.path.basename(path)}: not YAML once its actions are left out: {e}")
+            continue
+        for d in docs:
+            objects.setdefault(d.get("kind"), []).append(d)
+    return objects, problems
+
+
+def dig(node, *path):
+    for part in path:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and len(node) > part else None
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def check_chart_structure(values):
+    objects, problems = chart_objects(values)
+    for kind in ["Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler", "PodDisruptionBudget"]:
+        if kind not in objects:
+            problems.append(f"no {kind} in the templates")
+    deployment = (objects.get("Deployment") or [{}])[0]
+    pod = dig(deployment, "spec", "template", "spec") or {}
+    container = dig(pod, "containers", 0) or {}
+    ports = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
+    if ports.get("admin") != dig(values, "ports", "admin"):
+        problems.append(f"container port admin is {ports.get('admin')}, not ports.admin")
+    for probe, path in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]:
+        get = dig(container, probe, "httpGet") or {}
+        if get.get("path") != path or get.get("port") != "admin":
+            problems.append(f"{probe} is {get or 'missing'}, not GET {path} on the admin port")
+    pre_stop = dig(container, "lifecycle", "preStop", "exec", "command") or []
+    if pre_stop[:1] != ["sleep"] or not str(pre_stop[-1]).isdigit() or int(pre_stop[-1]) <= 0:
+        problems.append(f"lifecycle.preStop does not sleep before the drain: {pre_stop}")
+    # The pod is killed at the end of the grace period: it must cover the preStop sleep,
+    # the gateway's default drain (server.shutdown_grace 300 s) and shutdown_timeout (5 s).
+    grace, sleep = pod.get("terminationGracePeriodSeconds"), values.get("preStopSleepSeconds", 0)
+    if not isinstance(grace, int) or grace < sleep + 300 + 5:
+        problems.append(f"terminationGracePeriodSeconds {grace} < preStop {sleep} s + 305 s of drain")
+    mounts = {m.get("name"): m.get("mountPath") for m in container.get("volumeMounts") or []}
+    volumes = {v.get("name") for v in pod.get("volumes") or []}
+    for name, where in [("data", "/var/lib/tollgate"), ("config", "/etc/tollgate"), ("tmp", "/tmp")]:
+        if mounts.get(name) != where or name not in volumes:
+            problems.append(f"volume {name} is not mounted at {where}")
+    for service in objects.get("Service", []):
+        for port in dig(service, "spec", "ports") or []:
+            if port.get("targetPort") not in ports:
+                problems.append(f"a Service targets port {port.get('targetPort')}, which the container lacks")
+    hpa = (objects.get("HorizontalPodAutoscaler") or [{}])[0]
+    if dig(hpa, "spec", "scaleTargetRef", "kind") != "Deployment":
+        problems.append("the HPA does not scale the Deployment")
+    pdb = (objects.get("PodDisruptionBudget") or [{}])[0]
+    if not dig(pdb, "spec", "selector", "matchLabels"):
+        problems.append("the PodDisruptionBudget selects no pods")
+    config_map = (objects.get("ConfigMap") or [{}])[0]
+    if "tollgate.yaml" not in (config_map.get("data") or {}):
+        problems.append("the ConfigMap has no tollgate.yaml")
+    report("chart templates hold the objects, probes, preStop drain and volumes (without helm)", problems)
+
+
 def check_helm():
     with open(os.path.join(CHART, "values.yaml")) as f:
         values = yaml.safe_load(f)
@@ -326,6 +496,7 @@ def check_helm():
             if ref not in known:
                 problems.append(f"{os.path.basename(path)}: .Values.{ref} is not in values.yaml")
     report("chart templates use only values that exist", problems)
+    check_chart_structure(values)
 
     helm = shutil.which("helm")
     if not helm:
@@ -377,9 +548,12 @@ def check_configs(tollgate):
     if not tollgate:
         skip("gateway configs (tollgate check)", "no tollgate binary given")
         return
-    env = dict(os.environ, OPENAI_API_KEY="dummy")
-    code, out = run([tollgate, "check", "-c", os.path.join(DEPLOY, "compose", "tollgate.yaml")], env=env)
-    report("compose/tollgate.yaml (tollgate check)", [] if code == 0 else [out])
+    env = dict(os.environ, OPENAI_API_KEY="dummy", POSTGRES_PASSWORD="dummy")
+    with open(os.path.join(DEPLOY, "compose.yaml")) as f:
+        compose = yaml.safe_load(f)
+    for _, path in compose_configs(compose):
+        code, out = run([tollgate, "check", "-c", path], env=env)
+        report(f"{rel(path)} (tollgate check)", [] if code == 0 else [out])
     with open(os.path.join(CHART, "values.yaml")) as f:
         config = yaml.safe_load(f)["config"]
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
