@@ -15,12 +15,11 @@ ConfigMap, HPA, PodDisruptionBudget). When the tools are installed: promtool par
 scrape config, the alert rules and every dashboard query; helm lints and renders the
 chart; systemd-analyze verifies the unit; and `tollgate check` validates the compose
 configs and the chart's default config.
-Prints one line per check and exits non-zero if any failed. Needs PyYAML (Debian:
-python3-yaml; scripts/setup.sh installs it).
+Prints one line per check and exits non-zero if any failed. Needs Python 3.11 (tomllib) and
+PyYAML (Debian: python3-yaml; scripts/setup.sh installs it).
 """
 
 import argparse
-import fnmatch
 import glob
 import json
 import os
@@ -175,8 +174,11 @@ def check_dockerfile():
             elif os.path.exists(src):
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
                 shutil.copy(src, dst)
+        # A CARGO_HOME of its own: loading manifests needs no registry, and the shared
+        # one's package cache lock may be held by a build running meanwhile.
+        env = dict(os.environ, CARGO_HOME=os.path.join(d, ".cargo-home"))
         code, out = run([cargo, "metadata", "--no-deps", "--offline", "--format-version", "1",
-                         "--manifest-path", os.path.join(d, "Cargo.toml")])
+                         "--manifest-path", os.path.join(d, "Cargo.toml")], env=env)
     report("Cargo loads the Dockerfile's copy of the workspace (cargo metadata)",
            [] if code == 0 else [out])
 

@@ -3,8 +3,8 @@
 # cmake (Pingora's zlib-ng), a C toolchain and make (also for jemalloc), redis-server,
 # PostgreSQL and nginx (started on loopback by the tests and benches), Prometheus (the
 # end-to-end test runs every dashboard query against a real server; deploy/check.py uses
-# its promtool), and a Python venv with the official OpenAI SDK (end-to-end drop-in
-# test). Safe to run again; it skips what is already there.
+# its promtool), PyYAML for deploy/check.py, and a Python venv with the official OpenAI
+# SDK (end-to-end drop-in test). Safe to run again; it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,8 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 [ -x /usr/bin/prometheus ] || need_apt+=(prometheus)
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# deploy/check.py (run by the end-to-end tests) parses the deployment files with PyYAML.
+python3 -c 'import yaml' >/dev/null 2>&1 || need_apt+=(python3-yaml)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check CI runs: formatting, lints, config files, unit and end-to-end tests.
+# Runs every check CI runs: formatting, lints, config files, unit and end-to-end tests
+# (the end-to-end tests also run deploy/check.py on the deployment files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

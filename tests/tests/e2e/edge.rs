@@ -1,6 +1,7 @@
-//! Edge operations end to end: TLS termination (SNI, HTTP/2, client certificates),
-//! upstream TLS with a private CA and mutual TLS, config reload under load, and the
-//! zero-downtime upgrade with open streams. Certificates are made by the tests (rcgen).
+//! Edge operations end to end: TLS termination (SNI, TLS 1.2 and 1.3, HTTP/2, client
+//! certificates), upstream TLS with a private CA and mutual TLS, config reload under load
+//! and across open streams, the zero-downtime upgrade with open streams, and the
+//! deployment files (`deploy/check.py`). Certificates are made by the tests (rcgen).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -94,7 +95,8 @@ fn served_cert(resp: &reqwest::Response) -> Vec<u8> {
 // === TLS termination ===
 
 #[tokio::test]
-async fn tls_listener_picks_certificates_by_sni_speaks_h2_and_requires_client_certificates() {
+async fn tls_listener_picks_certificates_by_sni_speaks_tls12_tls13_h2_and_requires_client_certificates(
+) {
     let mock = Mock::start(&[]);
     let files = TempDir::new();
     let servers = Ca::new(&files.0, "servers");
@@ -119,7 +121,7 @@ async fn tls_listener_picks_certificates_by_sni_speaks_h2_and_requires_client_ce
     let gw = Gateway::start_with_server(&one_mock_config(&mock), &server_extra).await;
     let addr: SocketAddr = ([127, 0, 0, 1], tls_port).into();
     let ca = reqwest::Certificate::from_pem(&std::fs::read(servers.pem_path()).unwrap()).unwrap();
-    let tls_client = |id: Option<reqwest::Identity>| {
+    let tls_client_builder = |id: Option<reqwest::Identity>| {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
@@ -133,8 +135,9 @@ async fn tls_listener_picks_certificates_by_sni_speaks_h2_and_requires_client_ce
         if let Some(id) = id {
             builder = builder.identity(id);
         }
-        builder.build().unwrap()
+        builder
     };
+    let tls_client = |id: Option<reqwest::Identity>| tls_client_builder(id).build().unwrap();
 
     let trusted = tls_client(Some(identity(&client_leaf)));
     for (host, want) in [
@@ -159,6 +162,29 @@ async fn tls_listener_picks_certificates_by_sni_speaks_h2_and_requires_client_ce
         let body: serde_json::Value = resp.json().await.unwrap();
         assert!(body["choices"][0]["message"]["content"].is_string());
     }
+    // Clients that speak only TLS 1.2, or only TLS 1.3, both complete the handshake (with
+    // the client certificate) and get HTTP/2.
+    for version in [
+        reqwest::tls::Version::TLS_1_2,
+        reqwest::tls::Version::TLS_1_3,
+    ] {
+        let capped = tls_client_builder(Some(identity(&client_leaf)))
+            .min_tls_version(version)
+            .max_tls_version(version)
+            .build()
+            .unwrap();
+        let resp = capped
+            .post(format!("https://api.test:{tls_port}/v1/chat/completions"))
+            .bearer_auth(TEST_KEY)
+            .json(&chat_body("model-a"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{version:?}: {e:?}"));
+        assert_eq!(resp.status(), 200, "{version:?}");
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2, "{version:?}");
+        assert_eq!(&served_cert(&resp), &api.der, "{version:?}");
+    }
+
     // A name no certificate covers gets the default one, which the client rejects: the
     // host name does not match.
     let result = trusted
@@ -588,14 +614,21 @@ routes:
     let load = Load::start(gw.chat_url(), "model-a", 4);
     load.wait_for(20).await;
 
-    // A new model and route, by SIGHUP.
+    // A new model and a new route to it, by SIGHUP.
     let original = std::fs::read_to_string(&gw.config_path).unwrap();
-    let with_new = original.replace(
-        "models:\n",
-        "models:\n  model-new: { provider: a, model: upstream-new }\n",
-    );
+    let with_new = original
+        .replace(
+            "models:\n",
+            "models:\n  model-new: { provider: a, model: upstream-new }\n",
+        )
+        .replace(
+            "routes:\n",
+            "routes:\n  - { name: fresh, match: { model: fresh-chat }, targets: [{ model: model-new }], retry: { attempts: 1 } }\n",
+        );
+    assert_ne!(with_new, original);
     std::fs::write(&gw.config_path, &with_new).unwrap();
     assert_eq!(gw.chat(chat_body("model-new")).await.status(), 404);
+    assert_eq!(gw.chat(chat_body("fresh-chat")).await.status(), 404);
     signal(pid, "HUP");
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -606,6 +639,16 @@ routes:
     );
     let resp = gw.chat(chat_body("model-new")).await;
     assert_eq!(resp.status(), 200);
+    // The new route serves its alias with the new model.
+    let resp = gw.chat(chat_body("fresh-chat")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-tollgate-model"], "model-new");
+    let metrics = gw.metrics().await;
+    tollgate_tests::metric_line(
+        &metrics,
+        "tollgate_requests_total",
+        &["route=\"fresh\"", "model=\"model-new\"", "status=\"2xx\""],
+    );
     assert_eq!(
         circuit(&gw, "flaky").await,
         "open",
@@ -683,6 +726,116 @@ routes:
     assert_eq!(ready["config"]["hash"], hash);
 }
 
+/// Opens a stream of `model` and returns its task, which yields the whole body once it
+/// ends.
+async fn open_stream(url: String, model: &str) -> tokio::task::JoinHandle<String> {
+    let mut body = chat_body(model);
+    body["stream"] = json!(true);
+    let resp = client()
+        .post(url)
+        .bearer_auth(TEST_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{model}");
+    tokio::spawn(async move { resp.text().await.unwrap_or_default() })
+}
+
+/// A stream's body ended with `[DONE]`, carried text, and no error.
+fn assert_complete_stream(text: &str) {
+    let data = sse_data(text);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
+    assert!(!stream_text(&data).is_empty(), "{text}");
+    assert!(!text.contains("\"error\""), "{text}");
+}
+
+#[tokio::test]
+async fn streams_open_across_a_reload_finish_on_the_config_they_started_with() {
+    // 50 tokens, 100 ms apart: each stream lasts about five seconds, far longer than a reload.
+    let slow = Mock::start(&["--tokens", "50", "--token-delay", "100ms"]);
+    let fast = Mock::start(&[]);
+    let before = format!(
+        r#"
+providers:
+  slow: {{ kind: openai, endpoints: ["{slow}"], api_keys: ["sk-s"] }}
+  fast: {{ kind: openai, endpoints: ["{fast}"], api_keys: ["sk-f"] }}
+models:
+  model-moved: {{ provider: slow, model: upstream-before }}
+  model-gone: {{ provider: slow, model: upstream-gone }}
+keys:
+  - {{ name: test, hash: "{k}", team: core }}
+routes:
+  - {{ name: moved, match: {{ model: moved-chat }}, targets: [{{ model: model-moved }}], retry: {{ attempts: 1 }} }}
+"#,
+        slow = slow.url,
+        fast = fast.url,
+        k = key_hash(TEST_KEY),
+    );
+    let gw = Gateway::start(&before).await;
+    let moved = open_stream(gw.chat_url(), "moved-chat").await;
+    let gone = open_stream(gw.chat_url(), "model-gone").await;
+
+    // The route's model moves to the other provider under another upstream name, and the
+    // other model leaves the catalog.
+    let original = std::fs::read_to_string(&gw.config_path).unwrap();
+    let after = original
+        .replace(
+            "model-moved: { provider: slow, model: upstream-before }",
+            "model-moved: { provider: fast, model: upstream-after }",
+        )
+        .replace(
+            "  model-gone: { provider: slow, model: upstream-gone }\n",
+            "",
+        );
+    assert_ne!(after, original);
+    std::fs::write(&gw.config_path, &after).unwrap();
+    let resp = client()
+        .post(format!("{}/admin/reload", gw.admin_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert!(
+        !moved.is_finished() && !gone.is_finished(),
+        "the streams ended before the reload; the test proves nothing"
+    );
+
+    // New requests see the new config at once.
+    let resp = gw.chat(chat_body("moved-chat")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(gw.chat(chat_body("model-gone")).await.status(), 404);
+    let seen = fast.chat_requests().await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["body"]["model"], "upstream-after");
+
+    // The open streams finish, whole, from the provider and upstream model they started on.
+    assert_complete_stream(&moved.await.unwrap());
+    assert_complete_stream(&gone.await.unwrap());
+    let mut upstream: Vec<String> = slow
+        .chat_requests()
+        .await
+        .iter()
+        .map(|r| r["body"]["model"].as_str().unwrap().to_owned())
+        .collect();
+    upstream.sort();
+    assert_eq!(upstream, ["upstream-before", "upstream-gone"]);
+    // Both are metered under the models they were served as, one of which is gone.
+    let metered = |m: &str| {
+        ["model-moved", "model-gone"].iter().all(|model| {
+            tollgate_tests::metric_value(
+                m,
+                "tollgate_tokens_total",
+                &[&format!("model=\"{model}\""), "direction=\"output\""],
+            )
+            .is_some_and(|n| n >= 50.0)
+        })
+    };
+    let metrics = gw.metrics_when(metered).await;
+    assert!(metered(&metrics), "{metrics}");
+    assert!(metrics.contains("tollgate_config_reloads_total{result=\"ok\"} 1"));
+}
+
 // === upgrade ===
 
 /// Starts `tollgate run` on `config`, with `--upgrade` when asked.
@@ -710,19 +863,16 @@ async fn ready(admin: &str) -> bool {
         .is_ok_and(|r| r.status() == 200)
 }
 
-/// Opens a stream and returns its task, which yields the whole body once it ends.
-async fn open_stream(url: String) -> tokio::task::JoinHandle<String> {
-    let mut body = chat_body("model-slow");
-    body["stream"] = json!(true);
-    let resp = client()
-        .post(url)
-        .bearer_auth(TEST_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    tokio::spawn(async move { resp.text().await.unwrap_or_default() })
+/// Whether `/readyz` on `admin` answers 503 from a process that is draining.
+async fn draining(admin: &str) -> bool {
+    let Ok(resp) = client().get(format!("{admin}/readyz")).send().await else {
+        return false;
+    };
+    if resp.status() != 503 {
+        return false;
+    }
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    body["status"] == "draining"
 }
 
 #[tokio::test]
@@ -781,7 +931,7 @@ ledger:
     load.wait_for(20).await;
     let mut streams = Vec::new();
     for _ in 0..4 {
-        streams.push(open_stream(url.clone()).await);
+        streams.push(open_stream(url.clone(), "model-slow").await);
     }
 
     let started = Instant::now();
@@ -797,6 +947,14 @@ ledger:
         "the new process did not open the upgrade socket"
     );
     signal(old_pid, "QUIT");
+    // From the hand-over on, the old process answers its readiness probe with 503: until it
+    // closes the listeners (about 5 s later) both processes accept on the admin socket, and
+    // a probe that reaches the old one sees it draining. (On SIGTERM the listeners close at
+    // once, so a probe then fails by connection refused instead.)
+    assert!(
+        eventually(Duration::from_secs(10), || draining(&admin)).await,
+        "the old process never answered /readyz with 503 while draining"
+    );
     assert!(
         eventually(Duration::from_secs(30), || async {
             std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == new.0.id().to_string())
@@ -805,7 +963,7 @@ ledger:
         "the new process did not take over"
     );
     // A stream opened now is served by one of the two; it must finish as well.
-    streams.push(open_stream(url.clone()).await);
+    streams.push(open_stream(url.clone(), "model-slow").await);
 
     // The old process exits once its streams are done, well before its grace period.
     let exited = eventually(Duration::from_secs(40), || {
@@ -817,10 +975,7 @@ ledger:
     assert!(started.elapsed() < Duration::from_secs(50));
 
     for stream in streams {
-        let text = stream.await.unwrap();
-        let data = sse_data(&text);
-        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
-        assert!(!text.contains("\"error\""), "{text}");
+        assert_complete_stream(&stream.await.unwrap());
     }
     load.wait_for(load.ok.load(Ordering::Relaxed) + 20).await;
     let (answers, errors) = load.finish().await;
@@ -837,4 +992,39 @@ ledger:
         new.0.try_wait().unwrap().is_none(),
         "the new process runs on"
     );
+}
+
+// === deployment files ===
+
+/// `deploy/check.py` with the built gateway: the Dockerfile copies the whole workspace,
+/// the compose file, its gateway configs (`tollgate check`), the Helm chart (rendered by
+/// helm where installed, its raw templates' structure otherwise), the dashboards, alert
+/// rules and systemd unit are sound.
+#[test]
+fn deployment_files_pass_their_checks() {
+    let tollgate = bin_dir().join("tollgate");
+    let script = tollgate_tests::workspace_dir().join("deploy/check.py");
+    let out = match Command::new("python3")
+        .arg(&script)
+        .arg("--tollgate")
+        .arg(&tollgate)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run scripts/setup.sh (python3: {e})"
+            );
+            eprintln!("skipped: python3 not found ({e})");
+            return;
+        }
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "deploy/check.py failed:\n{text}");
+    assert!(text.contains("(tollgate check)"), "{text}");
 }
