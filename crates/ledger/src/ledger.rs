@@ -141,14 +141,19 @@ impl Ledger {
         let shared = self.spool.shared();
         let mut state = shared.state.lock();
         let target = state.durable_end();
+        state.sync_waiters += 1;
+        shared.urge.notify_all();
+        let mut result = Ok(());
         while state.unshipped_bytes(target) > 0 {
             if shared.changed.wait_until(&mut state, deadline).timed_out()
                 && state.unshipped_bytes(target) > 0
             {
-                return Err(LedgerError::Timeout(timeout));
+                result = Err(LedgerError::Timeout(timeout));
+                break;
             }
         }
-        Ok(())
+        state.sync_waiters -= 1;
+        result
     }
 
     pub fn stats(&self) -> LedgerStats {
@@ -180,6 +185,7 @@ impl Ledger {
             }
         }
         shared.changed.notify_all();
+        shared.urge.notify_all();
         if let Some(handle) = self.shipper.lock().take() {
             if handle.join().is_err() {
                 tracing::error!("ledger shipper thread panicked");

@@ -244,3 +244,44 @@ impl Sink for Failing {
         self.inner.aggregate(query)
     }
 }
+
+/// SQLite that counts its transactions.
+struct Counting {
+    batches: AtomicU32,
+    inner: SqliteSink,
+}
+
+impl Sink for Counting {
+    fn write_batch(&self, records: &[UsageRecord]) -> Result<u64, LedgerError> {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        self.inner.write_batch(records)
+    }
+
+    fn aggregate(&self, query: &AggregateQuery) -> Result<Vec<AggregateRow>, LedgerError> {
+        self.inner.aggregate(query)
+    }
+}
+
+/// Records that arrive one after another are shipped together: a batch that is not full
+/// waits a little for more, since each sink transaction costs fsyncs whatever its size.
+#[test]
+fn records_arriving_one_by_one_share_sink_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(Counting {
+        batches: AtomicU32::new(0),
+        inner: SqliteSink::open(dir.path().join("usage.db")).unwrap(),
+    });
+    let ledger =
+        Ledger::open(dir.path().join("spool"), Arc::clone(&sink) as Arc<dyn Sink>).unwrap();
+    for i in 0..100 {
+        ledger
+            .record_blocking(record(&format!("r{i}")))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    ledger.sync(WAIT).unwrap();
+    assert_eq!(requests(&ledger), 100);
+    let batches = sink.batches.load(Ordering::SeqCst);
+    assert!(batches < 20, "100 records took {batches} transactions");
+}
