@@ -54,7 +54,8 @@ pub struct ResponseCache {
 /// What a request that missed needs to fill the cache with its answer.
 pub struct CacheFill {
     /// The keys for `model`; another serving model has its own ([`RequestKey::for_model`]).
-    keys: RequestKey,
+    /// Boxed: four digests would make every `Lookup` large.
+    keys: Box<RequestKey>,
     /// The model the lookup expected to serve the request.
     model: String,
     /// The embedding of the request's last user turn, for the semantic index.
@@ -71,7 +72,7 @@ impl CacheFill {
 
     fn keys_for(&self, served_model: &str) -> RequestKey {
         if served_model == self.model {
-            self.keys
+            *self.keys
         } else {
             self.keys.for_model(served_model)
         }
@@ -250,7 +251,7 @@ impl ResponseCache {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         Lookup::Miss(Some(CacheFill {
-            keys,
+            keys: Box::new(keys),
             model: model.to_owned(),
             similar,
             labels,
