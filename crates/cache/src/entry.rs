@@ -140,6 +140,30 @@ impl CacheEntry {
         &self.model
     }
 
+    /// Rewrites every text the answer carries (its text parts and tool-call arguments) with
+    /// `rewrite`, which returns `None` to keep a text as it is. The gateway swaps a
+    /// request's pseudonymized originals for their placeholders before storing, and the
+    /// placeholders for the hitting request's own originals on a hit.
+    pub fn rewrite_text(&mut self, mut rewrite: impl FnMut(&str) -> Option<String>) {
+        for part in &mut self.content {
+            let text = match part {
+                EntryPart::Text { text } => text,
+                EntryPart::ToolCall { arguments, .. } => arguments,
+            };
+            if let Some(new) = rewrite(text) {
+                *text = new;
+            }
+        }
+    }
+
+    /// Whether any text the answer carries satisfies `test`.
+    pub fn any_text(&self, mut test: impl FnMut(&str) -> bool) -> bool {
+        self.content.iter().any(|part| match part {
+            EntryPart::Text { text } => test(text),
+            EntryPart::ToolCall { arguments, .. } => test(arguments),
+        })
+    }
+
     /// Approximate memory held by the entry: its strings plus a fixed overhead per part.
     /// The memory store weighs entries by it.
     pub fn approx_bytes(&self) -> usize {
@@ -455,6 +479,33 @@ mod tests {
         let json = serde_json::to_string(&entry).unwrap();
         assert_eq!(serde_json::from_str::<CacheEntry>(&json).unwrap(), entry);
         assert!(json.contains(r#""cost":"0.000015""#), "{json}");
+    }
+
+    #[test]
+    fn texts_and_tool_arguments_are_rewritten_in_place() {
+        let mut response = text_response("Mail a@b.co today.");
+        response.content.push(Part::ToolCall(ToolCall {
+            id: "call_1".into(),
+            name: "send".into(),
+            arguments: r#"{"to":"a@b.co"}"#.into(),
+        }));
+        let mut entry = CacheEntry::from_response(&response).unwrap();
+        assert!(entry.any_text(|t| t.contains("a@b.co")));
+        entry.rewrite_text(|t| {
+            t.contains("a@b.co")
+                .then(|| t.replace("a@b.co", "[EMAIL_1]"))
+        });
+        assert!(!entry.any_text(|t| t.contains("a@b.co")));
+        let back = entry.to_response("id".into());
+        assert_eq!(back.content[0], Part::Text("Mail [EMAIL_1] today.".into()));
+        assert_eq!(
+            back.content[1],
+            Part::ToolCall(ToolCall {
+                id: "call_1".into(),
+                name: "send".into(),
+                arguments: r#"{"to":"[EMAIL_1]"}"#.into(),
+            })
+        );
     }
 
     #[test]

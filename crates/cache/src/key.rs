@@ -42,7 +42,7 @@ use tollgate_providers::Dialect;
 use crate::CacheError;
 
 /// Changes whenever the encoding below changes, so old entries are never matched.
-const KEY_VERSION: &[u8] = b"tollgate-cache/v1";
+const KEY_VERSION: &[u8] = b"tollgate-cache/v2";
 
 /// Top-level OpenAI Chat Completions fields that the canonical form carries, or that do not
 /// change the answer (`n` above 1 cannot reach here: the canonical form refuses it).
@@ -91,9 +91,10 @@ pub struct Scope<'a> {
     pub tenant: &'a str,
     /// The matched route's name.
     pub route: &'a str,
-    /// The model the answer comes from. The gateway passes the logical model the request
-    /// resolved to (known before the route's target is picked, so lookup and store agree):
-    /// a route's weighted targets are taken as interchangeable.
+    /// The catalog model that serves the answer. The gateway looks up with the first
+    /// target of the request's plan (after weighted choice, reroutes and downgrades) and
+    /// stores under the model that actually answered ([`RequestKey::for_model`]), so an
+    /// answer from a fallback is only ever served where that model would answer anyway.
     pub model: &'a str,
 }
 
@@ -146,13 +147,50 @@ impl fmt::Debug for SemanticScope {
 pub struct RequestKey {
     pub exact: CacheKey,
     pub semantic: SemanticScope,
+    /// Digests of everything but the model, so the keys for another model cost two small
+    /// hashes instead of a pass over the request.
+    base: Base,
+}
+
+/// The model-free digests behind a [`RequestKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Base {
+    exact: [u8; 32],
+    semantic: [u8; 32],
+}
+
+impl Base {
+    fn keys(self, model: &str) -> RequestKey {
+        let keyed = |digest: &[u8; 32], kind: &[u8]| {
+            let mut feed = Feed::new();
+            feed.bytes(b'V', KEY_VERSION);
+            feed.str(b'M', model);
+            feed.bytes(b'B', digest);
+            feed.bytes(b'E', kind);
+            feed.finish()
+        };
+        RequestKey {
+            exact: CacheKey(keyed(&self.exact, b"exact")),
+            semantic: SemanticScope(keyed(&self.semantic, b"semantic")),
+            base: self,
+        }
+    }
+}
+
+impl RequestKey {
+    /// The same request's keys when `model` serves it (the model that actually answered,
+    /// when a fallback did).
+    #[must_use]
+    pub fn for_model(&self, model: &str) -> RequestKey {
+        self.base.keys(model)
+    }
 }
 
 /// The keys of a chat request. `body` is the client's JSON body in its ingress `dialect`
 /// and `request` its canonical form (`IngressRequest::to_canonical`); the body is read
 /// only for its top-level field names and the values of fields the canonical form lacks.
 ///
-/// Hashed: the scope; system prompts; messages (tool-call ids by order of appearance);
+/// Hashed: the scope (the model last, so [`RequestKey::for_model`] is cheap); system prompts; messages (tool-call ids by order of appearance);
 /// tools, `tool_choice`, `parallel_tool_calls`, `max_tokens`, `temperature`, `top_p`,
 /// `top_k`, `stop`, `seed`, `response_format`; and every other top-level body field
 /// (`frequency_penalty`, `logit_bias`, `thinking`, …) with the dialect's name. Left out:
@@ -189,7 +227,6 @@ pub fn request_key(
     feed.bytes(b'V', KEY_VERSION);
     feed.str(b'T', scope.tenant);
     feed.str(b'R', scope.route);
-    feed.str(b'M', scope.model);
     if !extras.is_empty() {
         feed.str(b'D', dialect_name);
         feed.len(b'X', extras.len());
@@ -215,10 +252,11 @@ pub fn request_key(
         feed.message(last, &mut ids);
     }
     feed.bytes(b'E', b"exact");
-    Ok(RequestKey {
-        exact: CacheKey(feed.finish()),
-        semantic: SemanticScope(semantic.finish()),
-    })
+    let base = Base {
+        exact: feed.finish(),
+        semantic: semantic.finish(),
+    };
+    Ok(base.keys(scope.model))
 }
 
 /// The text of the conversation's last user turn, for the semantic cache to embed: its
@@ -591,6 +629,24 @@ mod tests {
                 assert_ne!(a.semantic, b.semantic);
             }
         }
+    }
+
+    #[test]
+    fn keys_for_another_model_match_a_scope_of_that_model() {
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let primary = key_of(Dialect::OpenAi, body);
+        let fallback = key_in(
+            &Scope {
+                model: "claude-haiku",
+                ..SCOPE
+            },
+            Dialect::OpenAi,
+            body,
+        );
+        assert_ne!(primary.exact, fallback.exact);
+        assert_ne!(primary.semantic, fallback.semantic);
+        assert_eq!(primary.for_model("claude-haiku"), fallback);
+        assert_eq!(fallback.for_model(SCOPE.model), primary);
     }
 
     #[test]

@@ -2,6 +2,18 @@
 //! routing (so it keys the redacted request, scoped to the tenant and route), answered
 //! from at once on a hit, filled after a complete successful answer.
 //!
+//! - The key's model is the one that serves the answer: a lookup uses the first target of
+//!   the request's plan (after the weighted pick, a reroute or a downgrade), and an answer
+//!   is stored under the model that actually produced it, so a fallback's answer is only
+//!   ever served to requests that model would answer anyway. `x-tollgate-cache-key` names
+//!   the entry (for purge by key).
+//! - Pseudonymized requests share a key when they differ only in the originals behind
+//!   their placeholders (`[EMAIL_1]`), since the key is over what goes upstream. Their
+//!   answers are therefore stored concealed (the request's originals put back into
+//!   placeholders; an answer that would still hold one is not stored) and a hit is
+//!   restored with the hitting request's own originals. Masked and hashed values need
+//!   nothing: the stored answer holds only what the upstream saw, which the key pins.
+//!
 //! - `Cache-Control: no-cache` skips the lookup (the fresh answer is still stored);
 //!   `no-store` keeps the answer out of the cache; both together bypass it.
 //! - Hits answer in the client's dialect, as one body or as a well-formed SSE stream;
@@ -12,6 +24,7 @@
 //! A store error is a miss (or an answer left unstored), counted in metrics; the cache
 //! never fails a request.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -20,12 +33,13 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use tollgate_cache::{
     last_user_text, request_key, Cache, CacheConfig, CacheEntry, CacheKey, Labels, Purge, Replay,
-    RouteCacheConfig, Scope, SemanticScope, StreamRecorder,
+    RequestKey, RouteCacheConfig, Scope, StreamRecorder,
 };
 use tollgate_ledger::CacheStatus;
 use tollgate_providers::{Dialect, IngressRequest};
 use tollgate_sse::{SseDecoder, SseEvent};
 
+use crate::guardrails::AnswerGuard;
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, RequestCtx};
 use crate::snapshot::Snapshot;
@@ -39,11 +53,30 @@ pub struct ResponseCache {
 
 /// What a request that missed needs to fill the cache with its answer.
 pub struct CacheFill {
-    key: CacheKey,
-    /// The semantic scope and the embedding of the request's last user turn.
-    similar: Option<(SemanticScope, Vec<f32>)>,
+    /// The keys for `model`; another serving model has its own ([`RequestKey::for_model`]).
+    /// Boxed: four digests would make every `Lookup` large.
+    keys: Box<RequestKey>,
+    /// The model the lookup expected to serve the request.
+    model: String,
+    /// The embedding of the request's last user turn, for the semantic index.
+    similar: Option<Vec<f32>>,
     labels: Labels,
     ttl: Duration,
+}
+
+impl CacheFill {
+    /// The entry key of the answer `served_model` gives.
+    pub fn key_for(&self, served_model: &str) -> CacheKey {
+        self.keys_for(served_model).exact
+    }
+
+    fn keys_for(&self, served_model: &str) -> RequestKey {
+        if served_model == self.model {
+            *self.keys
+        } else {
+            self.keys.for_model(served_model)
+        }
+    }
 }
 
 /// How the cache took part in one request.
@@ -86,7 +119,8 @@ impl ResponseCache {
     }
 
     /// Looks the request up; on a hit writes the answer. `tenant` is the team (or key)
-    /// the entry belongs to; `body` the client's body as it arrived.
+    /// the entry belongs to; `model` the catalog model the plan tries first; `body` the
+    /// client's body as it arrived.
     #[allow(clippy::too_many_arguments)]
     pub async fn lookup(
         &self,
@@ -98,6 +132,7 @@ impl ResponseCache {
         ingress: &IngressRequest,
         body: &[u8],
         tenant: &str,
+        model: &str,
     ) -> Lookup {
         let (no_cache, no_store) = cache_control(session);
         let route = ctx.route.as_deref().unwrap_or_default().to_owned();
@@ -121,7 +156,7 @@ impl ResponseCache {
         let scope = Scope {
             tenant,
             route: &route,
-            model: ingress.model(),
+            model,
         };
         let Ok(keys) = request_key(&scope, ingress.dialect(), body, &canonical) else {
             miss(ctx, CacheStatus::Bypass);
@@ -131,7 +166,16 @@ impl ResponseCache {
         if !no_cache {
             match cache.get(&keys.exact).await {
                 Ok(Some(entry)) => {
-                    answer(gateway, session, ctx, ingress, &entry, CacheStatus::Hit).await;
+                    answer(
+                        gateway,
+                        session,
+                        ctx,
+                        ingress,
+                        &entry,
+                        keys.exact,
+                        CacheStatus::Hit,
+                    )
+                    .await;
                     return Lookup::Answered;
                 }
                 Ok(None) => {}
@@ -160,13 +204,14 @@ impl ResponseCache {
                     Some(vector) => {
                         if !no_cache {
                             match cache.get_similar(&keys.semantic, &vector, threshold).await {
-                                Ok(Some((_, entry))) => {
+                                Ok(Some((found, entry))) => {
                                     answer(
                                         gateway,
                                         session,
                                         ctx,
                                         ingress,
                                         &entry,
+                                        found.key,
                                         CacheStatus::SemanticHit,
                                     )
                                     .await;
@@ -180,7 +225,7 @@ impl ResponseCache {
                                 }
                             }
                         }
-                        similar = Some((keys.semantic, vector));
+                        similar = Some(vector);
                     }
                     None => gateway.metrics.cache_error(),
                 }
@@ -206,27 +251,51 @@ impl ResponseCache {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         Lookup::Miss(Some(CacheFill {
-            key: keys.exact,
+            keys: Box::new(keys),
+            model: model.to_owned(),
             similar,
             labels,
             ttl: route_cache.ttl,
         }))
     }
 
-    /// Stores a complete answer before its last byte goes out, so the client's next
-    /// identical request hits (a memory put takes microseconds, a Redis one a round trip
-    /// bounded by `redis_timeout`).
-    pub async fn store(&self, fill: CacheFill, entry: CacheEntry, metrics: &Metrics) {
+    /// Stores a complete answer of `served_model` before its last byte goes out, so the
+    /// client's next identical request hits (a memory put takes microseconds, a Redis one
+    /// a round trip bounded by `redis_timeout`). `guard` is the request's answer guard:
+    /// the answer is stored with its pseudonymized originals concealed, or not at all.
+    pub async fn store(
+        &self,
+        fill: CacheFill,
+        mut entry: CacheEntry,
+        served_model: &str,
+        guard: Option<&AnswerGuard>,
+        metrics: &Metrics,
+    ) {
+        if let Some(pseudonyms) = guard.map(AnswerGuard::pseudonyms) {
+            if !pseudonyms.is_empty() {
+                let Some(concealer) = pseudonyms.concealer() else {
+                    return;
+                };
+                entry.rewrite_text(|text| match concealer.conceal(text) {
+                    Cow::Owned(concealed) => Some(concealed),
+                    Cow::Borrowed(_) => None,
+                });
+                if entry.any_text(|text| concealer.reveals(text)) {
+                    return;
+                }
+            }
+        }
         let Some(cache) = self.cache().await else {
             return;
         };
-        if let Err(err) = cache.put(&fill.key, entry, &fill.labels, fill.ttl).await {
+        let keys = fill.keys_for(served_model);
+        if let Err(err) = cache.put(&keys.exact, entry, &fill.labels, fill.ttl).await {
             metrics.cache_error();
             tracing::warn!(error = %err, "answer not cached");
             return;
         }
-        if let Some((scope, vector)) = &fill.similar {
-            cache.put_similar(scope, vector, &fill.key, &fill.labels, fill.ttl);
+        if let Some(vector) = &fill.similar {
+            cache.put_similar(&keys.semantic, vector, &keys.exact, &fill.labels, fill.ttl);
         }
     }
 }
@@ -258,8 +327,24 @@ async fn answer(
     ctx: &mut RequestCtx,
     ingress: &IngressRequest,
     entry: &CacheEntry,
+    key: CacheKey,
     status: CacheStatus,
 ) {
+    // The entry holds placeholders where its request's originals were: this request's
+    // own originals go back in.
+    let restored;
+    let entry = match ctx.answer_guard.as_deref().map(AnswerGuard::pseudonyms) {
+        Some(pseudonyms) if !pseudonyms.is_empty() => {
+            let mut own = entry.clone();
+            own.rewrite_text(|text| match pseudonyms.restore(text) {
+                Cow::Owned(text) => Some(text),
+                Cow::Borrowed(_) => None,
+            });
+            restored = own;
+            &restored
+        }
+        _ => entry,
+    };
     ctx.accounting.cache = status;
     let route = ctx.route.as_deref().unwrap_or_default();
     gateway.metrics.cache_request(route, status.as_str());
@@ -286,13 +371,14 @@ async fn answer(
     };
     ctx.status = 200;
     ctx.first_byte = Some(std::time::Instant::now());
-    let Ok(mut header) = ResponseHeader::build(200, Some(5)) else {
+    let Ok(mut header) = ResponseHeader::build(200, Some(6)) else {
         return;
     };
     let _ = header.insert_header("content-type", content_type);
     let _ = header.insert_header("content-length", body.len().to_string());
     let _ = header.insert_header("x-request-id", ctx.id.as_str());
     let _ = header.insert_header("x-tollgate-cache", header_value(status));
+    let _ = header.insert_header(KEY_HEADER, key.to_hex());
     let _ = header.insert_header("x-tollgate-cost", "0");
     // A hit counts against the request limits like any answer, so it says where they stand.
     for (name, value) in &ctx.rate_headers {
@@ -309,6 +395,9 @@ async fn answer(
             .await;
     }
 }
+
+/// Names the cache entry an answer came from or went into, for purge by key.
+pub const KEY_HEADER: &str = "x-tollgate-cache-key";
 
 /// The `x-tollgate-cache` value of a status.
 pub fn header_value(status: CacheStatus) -> &'static str {

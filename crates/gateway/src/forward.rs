@@ -445,7 +445,10 @@ impl Exchange<'_> {
         if let (Some(cache), Some(fill)) = (&self.gateway.cache, ctx.cache_fill.take()) {
             if let Some(entry) = crate::cache::entry_of_body(ctx.dialect, &body) {
                 let entry = entry.with_cost(Some(ctx.accounting.cost));
-                cache.store(fill, entry, &self.gateway.metrics).await;
+                let guard = ctx.answer_guard.as_deref();
+                cache
+                    .store(fill, entry, &candidate.model, guard, &self.gateway.metrics)
+                    .await;
             }
         }
         crate::proxy::close_if_draining(session, ctx);
@@ -538,7 +541,11 @@ impl Exchange<'_> {
                     tap.push(&relay.out);
                     if let Some(entry) = tap.finish(ctx.usage) {
                         let entry = entry.with_cost(Some(ctx.accounting.cost));
-                        cache.store(fill, entry, &self.gateway.metrics).await;
+                        let served = ctx.model.as_deref().unwrap_or_default();
+                        let guard = ctx.answer_guard.as_deref();
+                        cache
+                            .store(fill, entry, served, guard, &self.gateway.metrics)
+                            .await;
                     }
                 }
                 if let Err(gone) = relay.flush(session, ctx).await {
@@ -766,6 +773,11 @@ fn response_header(
     if ctx.accounting.cache != CacheStatus::Off {
         header
             .insert_header("x-tollgate-cache", header_value(ctx.accounting.cache))
+            .ok()?;
+    }
+    if let (Some(fill), Some(model)) = (&ctx.cache_fill, &ctx.model) {
+        header
+            .insert_header(crate::cache::KEY_HEADER, fill.key_for(model).to_hex())
             .ok()?;
     }
     Some(header)

@@ -279,6 +279,12 @@ impl AnswerGuard {
         }
     }
 
+    /// The request's placeholders and the originals behind them (empty when nothing was
+    /// pseudonymized).
+    pub fn pseudonyms(&self) -> &Pseudonyms {
+        &self.pseudonyms
+    }
+
     /// A filter for one stream attempt.
     pub fn stream_filter(&self) -> Box<dyn TextFilter> {
         Box::new(GuardFilter {
@@ -626,5 +632,177 @@ fn record_applied(
 ) {
     for a in applied {
         merge(audit, applied_action(guardrail, direction, a));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    //! The route's real redactor and restorer on tool-call argument deltas, through the
+    //! real stream translator, for both client dialects.
+
+    use tollgate_providers::{Operation, ProviderKind, ResponseMeta, StreamTranslator};
+    use tollgate_sse::SseEvent;
+
+    use super::*;
+
+    const EMAIL: &str = "jane.doe@corp.example";
+
+    fn guards() -> Arc<RouteGuards> {
+        let config = tollgate_config::parse(
+            r#"
+providers:
+  p: { kind: openai, endpoints: ["http://127.0.0.1:1"] }
+models:
+  m: { provider: p, model: up-m }
+guardrails:
+  pii:
+    kind: pii
+    entities: [email]
+    actions: { email: { request: pseudonymize, response: mask } }
+routes:
+  - { name: r, match: { model: m }, targets: [{ model: m }], guardrails: [pii] }
+"#,
+            "t.yaml",
+        )
+        .unwrap();
+        Guardrails::from_config(&config)
+            .unwrap()
+            .for_route("r")
+            .unwrap()
+    }
+
+    /// A request naming the client's address, in `dialect`.
+    fn request(dialect: Dialect) -> IngressRequest {
+        let body = match dialect {
+            Dialect::OpenAi => serde_json::json!({"model": "m", "stream": true,
+                "messages": [{"role": "user", "content": format!("Mail {EMAIL} the invoice")}],
+                "tools": [{"type": "function", "function": {"name": "send_mail",
+                    "parameters": {"type": "object"}}}]}),
+            Dialect::Anthropic => serde_json::json!({"model": "m", "stream": true,
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": format!("Mail {EMAIL} the invoice")}],
+                "tools": [{"name": "send_mail", "input_schema": {"type": "object"}}]}),
+        };
+        IngressRequest::parse(
+            dialect,
+            Operation::ChatCompletions,
+            body.to_string().as_bytes(),
+        )
+        .unwrap()
+    }
+
+    /// An OpenAI upstream stream calling `send_mail` with `arguments` cut into `pieces`.
+    fn upstream(pieces: &[&str]) -> Vec<SseEvent> {
+        let chunk = |delta: Value, finish: Option<&str>| SseEvent {
+            data: serde_json::json!({"id": "c1", "object": "chat.completion.chunk",
+                "created": 1, "model": "up-m",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            .to_string(),
+            ..SseEvent::default()
+        };
+        let mut events = vec![chunk(
+            serde_json::json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1",
+                "type": "function", "function": {"name": "send_mail", "arguments": ""}}]}),
+            None,
+        )];
+        for piece in pieces {
+            events.push(chunk(
+                serde_json::json!({"tool_calls": [{"index": 0,
+                    "function": {"arguments": piece}}]}),
+                None,
+            ));
+        }
+        events.push(chunk(serde_json::json!({}), Some("tool_calls")));
+        events.push(SseEvent {
+            data: "[DONE]".into(),
+            ..SseEvent::default()
+        });
+        events
+    }
+
+    /// The tool arguments the client of `dialect` receives, joined, after the answer guard.
+    fn client_arguments(dialect: Dialect, pieces: &[&str]) -> String {
+        let mut ingress = request(dialect);
+        let mut audit = Vec::new();
+        let verdict = guards()
+            .check_request(&mut ingress, "team:core", &mut audit)
+            .unwrap();
+        let mut sent = String::new();
+        ingress.for_each_text_mut(|_, text| sent.push_str(text));
+        assert!(
+            !sent.contains(EMAIL) && sent.contains("[EMAIL_1]"),
+            "{sent}"
+        );
+        let guard = verdict.answer.expect("the answer is guarded");
+        let meta = ResponseMeta {
+            request_id: "req-1",
+            created: 1,
+            model: "up-m",
+        };
+        let mut translator = StreamTranslator::filtered(
+            ProviderKind::OpenAi,
+            &ingress,
+            &meta,
+            guard.stream_filter(),
+        );
+        let mut out = Vec::new();
+        for event in upstream(pieces) {
+            let step = translator.on_event(&event, &mut out);
+            assert_eq!(step.error, None);
+        }
+        translator.finish(&mut out);
+        let out = String::from_utf8(out).unwrap();
+        let mut arguments = String::new();
+        for data in out.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            let Ok(v) = serde_json::from_str::<Value>(data) else {
+                continue;
+            };
+            let piece = match dialect {
+                Dialect::OpenAi => {
+                    &v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                }
+                Dialect::Anthropic => &v["delta"]["partial_json"],
+            };
+            if let Some(piece) = piece.as_str() {
+                arguments.push_str(piece);
+            }
+        }
+        arguments
+    }
+
+    #[test]
+    fn an_address_split_across_tool_argument_deltas_is_masked_for_both_dialects() {
+        // The model writes an address of its own, split inside its local part and domain.
+        let pieces = [
+            r#"{"to": "john.sm"#,
+            "ith@exa",
+            "mple.org",
+            r#"", "cc": "x"}"#,
+        ];
+        for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
+            let arguments = client_arguments(dialect, &pieces);
+            assert!(
+                !arguments.contains("john.smith"),
+                "{dialect:?}: {arguments}"
+            );
+            assert!(
+                !arguments.contains("example.org"),
+                "{dialect:?}: {arguments}"
+            );
+            let parsed: Value = serde_json::from_str(&arguments).unwrap();
+            assert_eq!(parsed["to"], "[EMAIL]", "{dialect:?}");
+            assert_eq!(parsed["cc"], "x", "{dialect:?}");
+        }
+    }
+
+    #[test]
+    fn a_placeholder_split_across_tool_argument_deltas_is_restored_for_both_dialects() {
+        let pieces = [r#"{"to": "[EM"#, "AIL", r#"_1]"}"#];
+        for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
+            let arguments = client_arguments(dialect, &pieces);
+            let parsed: Value = serde_json::from_str(&arguments).unwrap();
+            assert_eq!(parsed["to"], EMAIL, "{dialect:?}: {arguments}");
+        }
     }
 }

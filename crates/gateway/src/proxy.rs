@@ -418,6 +418,11 @@ impl Gateway {
         if let (Some(cache), Some(route_cache)) = (&self.cache, snap.route_cache(&plan.route)) {
             if op == Operation::ChatCompletions && route_cache.enabled {
                 let tenant = key.team.as_deref().unwrap_or(&key.name);
+                // Keyed by the model expected to serve it; a fallback stores under its own.
+                let first = plan
+                    .candidates
+                    .first()
+                    .map_or(parsed.model(), |c| &*c.model);
                 let lookup = cache
                     .lookup(
                         self,
@@ -428,6 +433,7 @@ impl Gateway {
                         &parsed,
                         &body,
                         tenant,
+                        first,
                     )
                     .await;
                 match lookup {

@@ -53,7 +53,7 @@ pub use config::{
     RedactConfig, MAX_CUSTOM_RULES, MAX_DENY_WORDS, MAX_RULE_NAME_BYTES, MIN_HASH_KEY_BYTES,
 };
 pub use detect::{Detector, Entity, Kind, MAX_ENTITY_BYTES, MAX_OPEN_SECRET_BYTES};
-pub use pseudonym::{Pseudonyms, StreamRestorer, MAX_PSEUDONYMS};
+pub use pseudonym::{Concealer, Pseudonyms, StreamRestorer, MAX_PSEUDONYMS};
 pub use redact::{Applied, Blocked, Redacted, Redactor};
 pub use stream::StreamRedactor;
 

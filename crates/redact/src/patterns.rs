@@ -234,7 +234,7 @@ pub(crate) fn deny_alternative(word: &str) -> Option<String> {
     Some(alt)
 }
 
-fn regex_escape(s: &str) -> String {
+pub(crate) fn regex_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 4);
     for c in s.chars() {
         if r"\.+*?()|[]{}^$#&-~".contains(c) {

@@ -8,6 +8,10 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
+use regex_automata::meta::Regex;
+
+use crate::patterns::regex_escape;
+
 /// Most distinct values one request may pseudonymize; later ones are masked instead. The
 /// map holds each original once, so this bounds its memory by the request size anyway; the
 /// cap keeps a pathological request from building a huge map.
@@ -124,12 +128,79 @@ impl Pseudonyms {
         text.len()
     }
 
+    /// The inverse of [`Pseudonyms::restore`]: a matcher that puts the placeholders back
+    /// where the originals stand. The response cache stores answers concealed, so that
+    /// an answer restored for one request never reaches another. `None` when nothing was
+    /// pseudonymized, or the originals do not compile into one automaton.
+    pub fn concealer(&self) -> Option<Concealer> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut pairs: Vec<(&str, &str)> = self
+            .originals
+            .iter()
+            .map(|(placeholder, original)| (&**original, &**placeholder))
+            .filter(|(original, _)| !original.is_empty())
+            .collect();
+        // Leftmost-first: at one position the longest original wins, so one that contains
+        // another is concealed whole.
+        pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(b.0)));
+        let patterns: Vec<String> = pairs.iter().map(|(o, _)| regex_escape(o)).collect();
+        let regex = Regex::new_many(&patterns).ok()?;
+        Some(Concealer {
+            regex,
+            placeholders: pairs.iter().map(|(_, p)| Box::from(*p)).collect(),
+        })
+    }
+
     /// A restorer for the response stream; it owns the map.
     pub fn into_restorer(self) -> StreamRestorer {
         StreamRestorer {
             pseudonyms: self,
             pending: String::new(),
         }
+    }
+}
+
+/// Replaces a request's pseudonymized originals with their placeholders, in one pass over
+/// a text (see [`Pseudonyms::concealer`]).
+pub struct Concealer {
+    regex: Regex,
+    /// The placeholder of each pattern, by pattern index.
+    placeholders: Vec<Box<str>>,
+}
+
+impl fmt::Debug for Concealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Concealer")
+            .field("len", &self.placeholders.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Concealer {
+    /// `text` with every original replaced by its placeholder.
+    pub fn conceal<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        let mut out = String::new();
+        let mut last = 0;
+        for found in self.regex.find_iter(text) {
+            let Some(placeholder) = self.placeholders.get(found.pattern().as_usize()) else {
+                continue;
+            };
+            out.push_str(&text[last..found.start()]);
+            out.push_str(placeholder);
+            last = found.end();
+        }
+        if last == 0 {
+            return Cow::Borrowed(text);
+        }
+        out.push_str(&text[last..]);
+        Cow::Owned(out)
+    }
+
+    /// Whether `text` still holds an original.
+    pub fn reveals(&self, text: &str) -> bool {
+        self.regex.is_match(text)
     }
 }
 
@@ -195,6 +266,27 @@ mod tests {
             "to A@b.co, [c@d.co] [EMAIL_3] [PHONE_1"
         );
         assert_eq!(format!("{p:?}"), "Pseudonyms { len: 3, .. }");
+    }
+
+    #[test]
+    fn conceal_undoes_restore() {
+        let mut p = map();
+        assert_eq!(
+            p.placeholder("EMAIL", "xa@b.co", "xA@b.co"),
+            Some("[EMAIL_3]")
+        );
+        let concealer = p.concealer().unwrap();
+        let text = "to [EMAIL_1] and [EMAIL_3], [[EMAIL_2]] ([PHONE_1]) [EMAIL_9]";
+        let restored = p.restore(text).into_owned();
+        assert!(concealer.reveals(&restored));
+        let concealed = concealer.conceal(&restored);
+        assert_eq!(concealed, text);
+        assert!(!concealer.reveals(&concealed));
+        assert!(matches!(
+            concealer.conceal("nothing here"),
+            Cow::Borrowed(_)
+        ));
+        assert!(Pseudonyms::new().concealer().is_none());
     }
 
     #[test]

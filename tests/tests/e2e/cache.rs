@@ -10,6 +10,12 @@ use tollgate_tests::*;
 
 const THIRD_KEY: &str = "tg-test-third-key";
 
+/// The semantic threshold the tests use with the mock's embeddings. They are a hashed bag
+/// of words and trigrams: the paraphrase below scores 0.84 against its question and the
+/// unrelated prompts below 0.2, but the question about Germany instead of France scores
+/// 0.83 too; a real embedding model tells those apart, and suits the default of 0.95.
+const MOCK_THRESHOLD: &str = "0.8";
+
 /// Two teams' keys (`core`: TEST_KEY, `guests`: OTHER_KEY and THIRD_KEY's team `core`),
 /// one cached route, one semantic route, and `store` as the cache's store block.
 fn config(mock: &Mock, store: &str, ttl: &str) -> String {
@@ -29,13 +35,14 @@ cache:
   semantic: {{ embedding_model: embed }}
 routes:
   - {{ name: cached, match: {{ model: cached }}, targets: [{{ model: chat }}], cache: {{ ttl: {ttl} }} }}
-  - {{ name: similar, match: {{ model: similar }}, targets: [{{ model: chat }}], cache: {{ ttl: 1h, semantic: {{ threshold: 0.85 }} }} }}
+  - {{ name: similar, match: {{ model: similar }}, targets: [{{ model: chat }}], cache: {{ ttl: 1h, semantic: {{ threshold: {threshold} }} }} }}
   - {{ name: private, match: {{ model: private }}, targets: [{{ model: chat }}], cache: {{ enabled: false }} }}
 "#,
         url = mock.url,
         k1 = key_hash(TEST_KEY),
         k2 = key_hash(OTHER_KEY),
         k3 = key_hash(THIRD_KEY),
+        threshold = MOCK_THRESHOLD,
     )
 }
 
@@ -272,6 +279,19 @@ async fn a_hit_replays_as_a_stream_to_both_dialects_and_records_what_it_saved() 
     assert!(hits.ends_with(" 3"), "{hits}");
     assert!(metrics
         .contains("tollgate_cache_saved_tokens_total{direction=\"output\",route=\"cached\"}"));
+    // Three hits of one entry saved three times its cost.
+    let saved = metric_value(
+        &metrics,
+        "tollgate_cache_saved_cost_usd_total",
+        &["route=\"cached\""],
+    )
+    .unwrap();
+    let fill_cost = fill_cost.parse::<f64>().unwrap();
+    assert!(fill_cost > 0.0);
+    assert!(
+        (saved - 3.0 * fill_cost).abs() < 1e-9,
+        "{saved} vs 3 × {fill_cost}"
+    );
 }
 
 #[tokio::test]
@@ -319,8 +339,9 @@ async fn similar_questions_hit_the_semantic_cache_and_unrelated_ones_miss() {
         ask_similar("What is the capital city of France?").await,
         "miss"
     );
+    // A paraphrase: other words, other order.
     assert_eq!(
-        ask_similar("What is the capital city of France? Thanks").await,
+        ask_similar("Which city is the capital of France?").await,
         "semantic-hit"
     );
     assert_eq!(
@@ -328,15 +349,34 @@ async fn similar_questions_hit_the_semantic_cache_and_unrelated_ones_miss() {
         "miss"
     );
     // Another tenant never gets the semantic answer either.
-    let body = question("similar", "What is the capital city of France? Thanks");
+    let body = question("similar", "Which city is the capital of France?");
     assert_eq!(ask(&gw, OTHER_KEY, &body, &[]).await.1, "miss");
+    // Nor does the same question under a system prompt, worded either way (each under
+    // its own, so neither finds the other).
+    for (system, text) in [
+        (
+            "Answer in French, in one word.",
+            "What is the capital city of France?",
+        ),
+        (
+            "Answer in German, in one word.",
+            "Which city is the capital of France?",
+        ),
+    ] {
+        let mut body = question("similar", text);
+        body["messages"] = json!([
+            {"role": "system", "content": system},
+            {"role": "user", "content": text}
+        ]);
+        assert_eq!(ask(&gw, TEST_KEY, &body, &[]).await.1, "miss", "{text}");
+    }
     let embeddings = mock
         .requests()
         .await
         .iter()
         .filter(|r| r["path"] == "/v1/embeddings")
         .count();
-    assert_eq!(embeddings, 4, "one embedding per lookup");
+    assert_eq!(embeddings, 6, "one embedding per lookup");
 }
 
 #[tokio::test]
@@ -372,6 +412,206 @@ async fn a_redis_store_is_shared_by_two_gateways_and_purged_by_route() {
     let bad = client()
         .post(format!("{}/admin/cache/purge", a.admin_url))
         .json(&json!({"route": "cached", "tag": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+/// `ask` that also returns the `x-tollgate-cache-key` header.
+async fn ask_keyed(gw: &Gateway, key: &str, body: &Value) -> (String, String, String) {
+    let resp = client()
+        .post(gw.chat_url())
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let (cache, key) = (header("x-tollgate-cache"), header("x-tollgate-cache-key"));
+    (cache, key, resp.text().await.unwrap())
+}
+
+async fn purge(gw: &Gateway, what: Value) -> u64 {
+    let purged: Value = client()
+        .post(format!("{}/admin/cache/purge", gw.admin_url))
+        .json(&what)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    purged["purged"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn pseudonymized_answers_never_cross_requests_through_the_cache() {
+    // The upstream sees only the placeholder, so both questions below share one key; the
+    // reply names the placeholder, which each client must get back as its own address.
+    let mock = Mock::start(&["--reply", "Noted: we will write to [EMAIL_1] today."]);
+    let guarded = "  - { name: pseudo, match: { model: pseudo }, targets: [{ model: chat }], cache: { ttl: 1h }, guardrails: [pii] }
+guardrails:
+  pii: { kind: pii, entities: [email], actions: { email: { request: pseudonymize, response: mask } } }
+";
+    let gw = Gateway::start(&(config(&mock, "store: memory", "1h") + guarded)).await;
+    let (alice, bob) = ("alice@corp.example", "bob@corp.example");
+    let asks = |who: &str, stream: bool| {
+        let mut body = question("pseudo", &format!("I am {who}, please confirm my address."));
+        body["stream"] = json!(stream);
+        body
+    };
+    let text_of = |body: &str, stream: bool| {
+        if stream {
+            stream_text(&sse_data(body))
+        } else {
+            answer_text(body)
+        }
+    };
+
+    // Filled by a complete answer, hit as a complete answer and as a stream.
+    let (cache, key_a, body) = ask_keyed(&gw, TEST_KEY, &asks(alice, false)).await;
+    assert_eq!(cache, "miss");
+    assert!(text_of(&body, false).contains(alice), "{body}");
+    for stream in [false, true] {
+        let (cache, key_b, body) = ask_keyed(&gw, THIRD_KEY, &asks(bob, stream)).await;
+        assert_eq!(cache, "hit", "stream={stream}");
+        assert_eq!(key_b, key_a, "both questions are one entry");
+        let text = text_of(&body, stream);
+        assert!(!body.contains(alice), "Alice's address reached Bob: {body}");
+        assert!(
+            text.contains(&format!("write to {bob} today")),
+            "stream={stream}: {text}"
+        );
+    }
+
+    // Filled by a stream, hit by the other key.
+    let streamed = |who: &str, stream: bool| {
+        let mut body = asks(who, stream);
+        body["messages"][0]["content"] = json!(format!("Mail {who} the invoice."));
+        body
+    };
+    let (cache, _, body) = ask_keyed(&gw, THIRD_KEY, &streamed(bob, true)).await;
+    assert_eq!(cache, "miss");
+    assert!(text_of(&body, true).contains(bob), "{body}");
+    for stream in [false, true] {
+        let (cache, _, body) = ask_keyed(&gw, TEST_KEY, &streamed(alice, stream)).await;
+        assert_eq!(cache, "hit", "stream={stream}");
+        assert!(!body.contains(bob), "Bob's address reached Alice: {body}");
+        assert!(text_of(&body, stream).contains(alice), "{body}");
+    }
+    assert_eq!(mock.chat_requests().await.len(), 2);
+    for request in mock.requests().await {
+        let sent = request["body"].to_string();
+        assert!(!sent.contains(alice) && !sent.contains(bob), "{sent}");
+    }
+}
+
+#[tokio::test]
+async fn a_fallback_answer_is_stored_for_its_own_model_only() {
+    let a = Mock::start(&["--reply", "primary answer"]);
+    let b = Mock::start(&["--reply", "fallback answer"]);
+    let extra = r#"
+cache: { store: memory }
+routes:
+  - name: main
+    match: { model: chat }
+    targets: [{ model: model-a }]
+    fallback: [model-b]
+    retry: { attempts: 2, backoff: 10ms, backoff_max: 50ms }
+    cache: { ttl: 1h }
+  - { name: direct-b, match: { model: direct-b }, targets: [{ model: model-b }], cache: { ttl: 1h } }
+"#;
+    let gw = Gateway::start(&two_mock_config(&a, &b, extra)).await;
+    let ask_model = |body: Value| {
+        let gw = &gw;
+        async move {
+            let resp = client()
+                .post(gw.chat_url())
+                .bearer_auth(TEST_KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let header = |name: &str| resp.headers()[name].to_str().unwrap().to_owned();
+            let (cache, model) = (
+                header("x-tollgate-cache"),
+                resp.headers()
+                    .get("x-tollgate-model")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+            );
+            (cache, model, answer_text(&resp.text().await.unwrap()))
+        }
+    };
+    let q = question("chat", "Which answer do I get?");
+
+    // The primary fails twice: the fallback answers and its answer is stored as its own.
+    a.faults(json!([{"status": 500, "times": 2}])).await;
+    let (cache, model, text) = ask_model(q.clone()).await;
+    assert_eq!(
+        (cache.as_str(), model.as_deref()),
+        ("miss", Some("model-b"))
+    );
+    assert_eq!(text, "fallback answer");
+
+    // The primary is back: the request is not answered with the fallback's entry.
+    let (cache, model, text) = ask_model(q.clone()).await;
+    assert_eq!(
+        (cache.as_str(), model.as_deref()),
+        ("miss", Some("model-a"))
+    );
+    assert_eq!(text, "primary answer");
+    let (cache, _, text) = ask_model(q.clone()).await;
+    assert_eq!((cache.as_str(), text.as_str()), ("hit", "primary answer"));
+    assert_eq!(a.chat_requests().await.len(), 3);
+    assert_eq!(b.chat_requests().await.len(), 1);
+}
+
+#[tokio::test]
+async fn purge_by_key_and_by_tag_remove_only_their_entries() {
+    let mock = Mock::start(&["--tokens", "4"]);
+    let gw = Gateway::start(&config(&mock, "store: memory", "1h")).await;
+    let tagged = |text: &str, project: &str| {
+        let mut body = question("cached", text);
+        body["metadata"] = json!({ "project": project });
+        body
+    };
+    let (one, two, three) = (
+        tagged("First question", "apollo"),
+        tagged("Second question", "apollo"),
+        tagged("Third question", "gemini"),
+    );
+    let mut keys = Vec::new();
+    for q in [&one, &two, &three] {
+        let (cache, key, _) = ask_keyed(&gw, TEST_KEY, q).await;
+        assert_eq!(cache, "miss");
+        assert_eq!(key.len(), 64, "{key}");
+        let (cache, hit_key, _) = ask_keyed(&gw, TEST_KEY, q).await;
+        assert_eq!((cache.as_str(), hit_key.as_str()), ("hit", key.as_str()));
+        keys.push(key);
+    }
+
+    // By key: that entry only.
+    assert_eq!(purge(&gw, json!({ "key": keys[0] })).await, 1);
+    assert_eq!(purge(&gw, json!({ "key": keys[0] })).await, 0);
+    assert_eq!(ask_keyed(&gw, TEST_KEY, &one).await.0, "miss");
+    assert_eq!(ask_keyed(&gw, TEST_KEY, &two).await.0, "hit");
+
+    // By tag: every entry of that tag (`one` is stored again by now), none of another.
+    assert_eq!(purge(&gw, json!({ "tag": "project=apollo" })).await, 2);
+    assert_eq!(ask_keyed(&gw, TEST_KEY, &two).await.0, "miss");
+    assert_eq!(ask_keyed(&gw, TEST_KEY, &three).await.0, "hit");
+
+    let bad = client()
+        .post(format!("{}/admin/cache/purge", gw.admin_url))
+        .json(&json!({ "key": "not-hex" }))
         .send()
         .await
         .unwrap();

@@ -448,3 +448,52 @@ async fn actions_are_counted_in_metrics_and_logged_without_values() {
     let log = std::fs::read_to_string(gw.log_path()).unwrap();
     assert!(!log.contains(EMAIL) && !log.contains("555 2671"), "{log}");
 }
+
+#[tokio::test]
+async fn streamed_json_answers_are_checked_at_their_end_and_never_retried() {
+    let good = Mock::start(&["--reply", r#"{"city": "Paris", "temp": 21}"#]);
+    let bad = Mock::start(&["--reply", "The weather is nice."]);
+    let guardrails = "
+guardrails:
+  json-retry: { kind: json_output, on_invalid: retry }
+routes:
+  - { name: good, match: { model: good }, targets: [{ model: model-a }], guardrails: [json-retry] }
+  - { name: bad, match: { model: bad }, targets: [{ model: model-b }], guardrails: [json-retry] }
+";
+    let gw = Gateway::start(&two_mock_config(&good, &bad, guardrails)).await;
+    let stream = |model: &str| {
+        let mut body = chat_body(model);
+        body["stream"] = json!(true);
+        body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "w",
+            "schema": {"type": "object", "required": ["city"],
+                "properties": {"city": {"type": "string"}}}}});
+        body
+    };
+
+    let resp = gw.chat(stream("good")).await;
+    assert_eq!(resp.status(), 200);
+    let data = sse_data(&resp.text().await.unwrap());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let text = stream_text(&data);
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["city"],
+        "Paris"
+    );
+
+    // The text has gone out by the time it proves not to be JSON: the stream ends with an
+    // error event, and `retry` does not ask again.
+    let before = bad.chat_requests().await.len();
+    let resp = gw.chat(stream("bad")).await;
+    assert_eq!(resp.status(), 200);
+    let data = sse_data(&resp.text().await.unwrap());
+    assert!(!data.iter().any(|d| d == "[DONE]"), "{data:?}");
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    let message = last["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("broke the JSON promise"), "{last}");
+    assert!(stream_text(&data).starts_with("The weather"), "{data:?}");
+    assert_eq!(
+        bad.chat_requests().await.len(),
+        before + 1,
+        "a stream is not retried"
+    );
+}
