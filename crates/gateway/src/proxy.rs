@@ -338,7 +338,13 @@ impl Gateway {
 
         let mut prompt = String::new();
         parsed.prompt_text(&mut prompt);
-        let estimated_prompt_tokens = estimate_prompt_tokens(&prompt, snap.min_context_window);
+        // Exact when a limit or budget decides on it, else only when a context window may.
+        let exact_above = if snap.exact_prompt_tokens {
+            0
+        } else {
+            snap.min_context_window
+        };
+        let estimated_prompt_tokens = estimate_prompt_tokens(&prompt, exact_above);
         drop(prompt);
 
         let mut plan = plan_for(
