@@ -47,7 +47,7 @@ impl ServeHttp for Admin {
             "/healthz" => (StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
             "/readyz" => self.readyz(),
             "/admin/config" => json(StatusCode::OK, &self.reloader.loaded()),
-            "/admin/reload" => self.reload(session).await,
+            "/admin/reload" => self.reload(session, &actor).await,
             "/metrics" => {
                 content_type = "text/plain; version=0.0.4";
                 let snap = self.snapshot.load();
@@ -56,7 +56,7 @@ impl ServeHttp for Admin {
                 (StatusCode::OK, body)
             }
             "/admin/usage" => self.usage(&query).await,
-            "/admin/cache/purge" => self.purge_cache(session).await,
+            "/admin/cache/purge" => self.purge_cache(session, &actor).await,
             "/admin/upstreams" => {
                 let snap = self.snapshot.load();
                 let status = snap.upstreams.status(Instant::now());
@@ -112,13 +112,27 @@ impl Admin {
 
     /// `POST /admin/reload`: re-reads the config file; 400 with every problem when the
     /// file is refused (the running config stays).
-    async fn reload(&self, session: &ServerSession) -> (StatusCode, Vec<u8>) {
+    async fn reload(&self, session: &ServerSession, actor: &str) -> (StatusCode, Vec<u8>) {
         if session.req_header().method != http::Method::POST {
             let err = tollgate_core::GatewayError::invalid_request("POST to reload the config");
             return (StatusCode::METHOD_NOT_ALLOWED, err.openai_body());
         }
         let reloader = self.reloader.clone();
-        match tokio::task::spawn_blocking(move || reloader.reload()).await {
+        let reloaded = tokio::task::spawn_blocking(move || reloader.reload()).await;
+        let outcome = match &reloaded {
+            Ok(Ok(done)) => serde_json::json!({ "applied": done }),
+            Ok(Err(problems)) => serde_json::json!({ "refused": problems }),
+            Err(_) => serde_json::json!({ "failed": true }),
+        };
+        crate::admin_policy::record(
+            &self.policy,
+            actor,
+            tollgate_policy::AuditAction::Reloaded,
+            "config",
+            outcome,
+        )
+        .await;
+        match reloaded {
             Ok(Ok(done)) => json(StatusCode::OK, &done),
             Ok(Err(problems)) => {
                 let body = serde_json::json!({
@@ -142,7 +156,7 @@ const USAGE_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 impl Admin {
     /// `POST /admin/cache/purge` with `{"route": …}`, `{"tag": "name=value"}` or
     /// `{"key": "<hex>"}`: removes those entries; answers how many.
-    async fn purge_cache(&self, session: &mut ServerSession) -> (StatusCode, Vec<u8>) {
+    async fn purge_cache(&self, session: &mut ServerSession, actor: &str) -> (StatusCode, Vec<u8>) {
         let bad = |message: &str| {
             let err = tollgate_core::GatewayError::invalid_request(message);
             (StatusCode::BAD_REQUEST, err.openai_body())
@@ -179,10 +193,26 @@ impl Admin {
             _ => return bad("name exactly one of route, tag or key"),
         };
         match cache.purge(&purge).await {
-            Ok(removed) => (
-                StatusCode::OK,
-                serde_json::to_vec(&serde_json::json!({ "purged": removed })).unwrap_or_default(),
-            ),
+            Ok(removed) => {
+                let target = match (text("route"), text("tag"), text("key")) {
+                    (Some(route), _, _) => format!("route:{route}"),
+                    (_, Some(tag), _) => format!("tag:{tag}"),
+                    (_, _, key) => format!("key:{}", key.unwrap_or_default()),
+                };
+                crate::admin_policy::record(
+                    &self.policy,
+                    actor,
+                    tollgate_policy::AuditAction::CachePurged,
+                    &target,
+                    serde_json::json!({ "purged": removed }),
+                )
+                .await;
+                (
+                    StatusCode::OK,
+                    serde_json::to_vec(&serde_json::json!({ "purged": removed }))
+                        .unwrap_or_default(),
+                )
+            }
             Err(message) => {
                 let err = tollgate_core::GatewayError::new(
                     tollgate_core::ErrorKind::Unavailable,

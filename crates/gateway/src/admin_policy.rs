@@ -9,9 +9,14 @@
 //!   expires_at?, max_requests?, role?}`; the answer holds the secret, once)
 //! - `POST /admin/keys/<id>/rotate` (a new secret; the old one stops working),
 //!   `DELETE /admin/keys/<id>` (revoke)
-//! - `GET /admin/keys/audit?limit=100`: who changed which key, when
+//! - `GET /admin/audit?limit=100` (also `/admin/keys/audit`): who changed what, when
 //! - `GET /admin/kill`, `POST /admin/kill` `{"scope": "team:billing", "killed": true}`:
-//!   blocks a key (`key:<name>`), user, team or tag at once.
+//!   blocks a key (`key:<name>`), user, team or tag at once, whatever limits and budgets
+//!   the config has.
+//!
+//! Every change through the admin API (keys, the kill switch, a reload, a cache purge) is
+//! recorded with who made it (the admin key's name), what it was and when: as a log line
+//! with target `audit`, and in the key store's audit trail when managed keys are on.
 
 use std::sync::Arc;
 
@@ -19,7 +24,7 @@ use chrono::Utc;
 use http::{Method, StatusCode};
 use pingora_core::protocols::http::ServerSession;
 use tollgate_core::{ErrorKind, GatewayError};
-use tollgate_policy::{Keys, NewKey, PolicyError, Role, Scope};
+use tollgate_policy::{AuditAction, Keys, NewKey, PolicyError, Role, Scope};
 
 use crate::auth::presented_secret;
 use crate::policy::PolicyHandles;
@@ -91,7 +96,10 @@ pub async fn handle(
 ) -> Option<Answer> {
     let method = session.req_header().method.clone();
     if path == "/admin/kill" {
-        return Some(kill(policy, session, &method).await);
+        return Some(kill(policy, session, &method, actor).await);
+    }
+    if path == "/admin/audit" {
+        return Some(audit_trail(policy, query, &method).await);
     }
     let rest = path.strip_prefix("/admin/keys")?;
     let Some(keys) = policy.keys.clone() else {
@@ -100,11 +108,28 @@ pub async fn handle(
             "managed keys are off: add `managed_keys:` to the config",
         ));
     };
+    let logged = |answer: Answer, action: &str, target: &str| {
+        // The store wrote the audit row in the change's own transaction.
+        if answer.0.is_success() {
+            tracing::info!(target: "audit", actor = %actor, action, target = %target,
+                "admin change");
+        }
+        answer
+    };
     let actor = actor.to_owned();
     Some(match (method.clone(), rest) {
         (Method::GET, "" | "/") => {
-            let keys = keys.list();
-            let list: Vec<&tollgate_policy::ManagedKey> = keys.iter().map(Arc::as_ref).collect();
+            let list: Vec<serde_json::Value> = keys
+                .list()
+                .iter()
+                .map(|key| {
+                    let mut entry = serde_json::to_value(key.as_ref()).unwrap_or_default();
+                    if key.max_requests.is_some() {
+                        entry["requests_used"] = keys.requests_used(&key.id).into();
+                    }
+                    entry
+                })
+                .collect();
             json(StatusCode::OK, &list)
         }
         (Method::POST, "" | "/") => {
@@ -114,30 +139,28 @@ pub async fn handle(
             };
             match serde_json::from_slice::<NewKey>(&body) {
                 Ok(new) => {
-                    blocking(keys, move |k| k.create(new, &actor), StatusCode::CREATED).await
+                    let name = new.name.clone();
+                    let answer =
+                        blocking(keys, move |k| k.create(new, &actor), StatusCode::CREATED).await;
+                    logged(answer, "created", &name)
                 }
                 Err(err) => error(ErrorKind::InvalidRequest, format!("invalid key: {err}")),
             }
         }
-        (Method::GET, "/audit") => {
-            let limit = query
-                .split('&')
-                .filter_map(|kv| kv.strip_prefix("limit="))
-                .find_map(|v| v.parse::<usize>().ok())
-                .unwrap_or(100)
-                .min(MAX_AUDIT_ENTRIES);
-            blocking(keys, move |k| k.audit(limit), StatusCode::OK).await
-        }
+        (Method::GET, "/audit") => audit_trail(policy, query, &method).await,
         (Method::POST, id) if id.ends_with("/rotate") => {
             let id = id
                 .trim_start_matches('/')
                 .trim_end_matches("/rotate")
                 .to_owned();
-            blocking(keys, move |k| k.rotate(&id, &actor), StatusCode::OK).await
+            let target = id.clone();
+            let answer = blocking(keys, move |k| k.rotate(&id, &actor), StatusCode::OK).await;
+            logged(answer, "rotated", &target)
         }
         (Method::DELETE, id) if id.len() > 1 => {
             let id = id.trim_start_matches('/').to_owned();
-            blocking(
+            let target = id.clone();
+            let answer = blocking(
                 keys,
                 move |k| {
                     k.revoke(&id, &actor)
@@ -145,7 +168,8 @@ pub async fn handle(
                 },
                 StatusCode::OK,
             )
-            .await
+            .await;
+            logged(answer, "revoked", &target)
         }
         _ => error(
             ErrorKind::MethodNotAllowed,
@@ -179,13 +203,60 @@ async fn blocking<T: serde::Serialize + Send + 'static>(
     }
 }
 
-async fn kill(policy: &PolicyHandles, session: &mut ServerSession, method: &Method) -> Answer {
-    let Some(governance) = policy.current() else {
+/// Records an admin change: a log line with target `audit` always, and a row in the key
+/// store's audit trail when managed keys are on (a store that fails is logged; the change
+/// itself stands).
+pub async fn record(
+    policy: &PolicyHandles,
+    actor: &str,
+    action: AuditAction,
+    target: &str,
+    detail: serde_json::Value,
+) {
+    tracing::info!(target: "audit", actor = %actor, action = action.as_str(),
+        target = %target, detail = %detail, "admin change");
+    let Some(keys) = policy.keys.clone() else {
+        return;
+    };
+    let (actor, target) = (actor.to_owned(), target.to_owned());
+    let stored =
+        tokio::task::spawn_blocking(move || keys.record(&actor, action, &target, detail)).await;
+    if !matches!(stored, Ok(Ok(()))) {
+        tracing::error!(
+            action = action.as_str(),
+            "the audit trail could not be written"
+        );
+    }
+}
+
+/// `GET /admin/audit?limit=100`: the newest admin changes, newest first.
+async fn audit_trail(policy: &PolicyHandles, query: &str, method: &Method) -> Answer {
+    if *method != Method::GET {
+        return error(ErrorKind::MethodNotAllowed, "GET the audit trail");
+    }
+    let Some(keys) = policy.keys.clone() else {
         return error(
             ErrorKind::NotFound,
-            "the kill switch needs `budgets:` or `limits:` in the config",
+            "the audit trail is kept in the managed key store: add `managed_keys:` to the \
+             config (admin changes are logged with target 'audit' meanwhile)",
         );
     };
+    let limit = query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("limit="))
+        .find_map(|v| v.parse::<usize>().ok())
+        .unwrap_or(100)
+        .min(MAX_AUDIT_ENTRIES);
+    blocking(keys, move |k| k.audit(limit), StatusCode::OK).await
+}
+
+async fn kill(
+    policy: &PolicyHandles,
+    session: &mut ServerSession,
+    method: &Method,
+    actor: &str,
+) -> Answer {
+    let governance = policy.current();
     match *method {
         Method::GET => match governance.killed().await {
             Ok(scopes) => json(
@@ -217,10 +288,19 @@ async fn kill(policy: &PolicyHandles, session: &mut ServerSession, method: &Meth
                 .and_then(serde_json::Value::as_bool)
                 .unwrap_or(true);
             match governance.set_killed(&scope, killed).await {
-                Ok(()) => json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "scope": scope.to_string(), "killed": killed }),
-                ),
+                Ok(()) => {
+                    let action = if killed {
+                        AuditAction::Killed
+                    } else {
+                        AuditAction::Unkilled
+                    };
+                    let target = scope.to_string();
+                    record(policy, actor, action, &target, serde_json::json!({})).await;
+                    json(
+                        StatusCode::OK,
+                        &serde_json::json!({ "scope": target, "killed": killed }),
+                    )
+                }
                 Err(err) => error(err.kind, err.message),
             }
         }

@@ -18,6 +18,8 @@ pub struct GatewayKey {
     pub routes: Vec<String>,
     /// May call the admin API.
     pub admin: bool,
+    /// A managed key's id (its request count is kept by id).
+    pub managed_id: Option<String>,
     /// A managed key's lifetime request cap.
     pub max_requests: Option<u64>,
     digest: [u8; 32],
@@ -33,6 +35,7 @@ impl GatewayKey {
             models: key.models.clone(),
             routes: key.routes.clone(),
             admin: key.role == tollgate_policy::Role::Admin,
+            managed_id: Some(key.id.clone()),
             max_requests: key.max_requests,
             digest: [0; 32],
         }
@@ -72,6 +75,7 @@ impl KeyStore {
                 models: key.models.clone(),
                 routes: key.routes.clone(),
                 admin: key.role == tollgate_config::KeyRole::Admin,
+                managed_id: None,
                 max_requests: None,
                 digest,
             }));

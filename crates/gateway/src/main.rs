@@ -17,6 +17,7 @@ mod reload;
 mod resolve;
 mod server;
 mod snapshot;
+mod spend;
 mod telemetry;
 mod tls;
 mod tokens;

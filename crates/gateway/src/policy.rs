@@ -1,15 +1,19 @@
-//! Governance in the request path: managed keys, rate limits and budgets.
+//! Governance in the request path: managed keys, rate limits, budgets and the kill switch.
 //!
-//! After authentication, parsing and routing, a request is admitted by the rate limits
-//! (on its estimated tokens; rejected with OpenAI's 429 and `x-ratelimit-*` headers,
-//! queued, or downgraded to a cheaper model), then reserves its worst-case cost on every
-//! budget that applies (refused with 429 `insufficient_quota`, or downgraded). When it
-//! ends, the token estimate is corrected with the metered count and the reservation
-//! settled with the metered cost; alerts go to the log, metrics and webhooks.
+//! After authentication, parsing and routing, a managed key's request is counted against
+//! its lifetime `max_requests` (in the key store, whatever else is configured); then the
+//! request is admitted by the rate limits (on its estimated tokens; rejected with OpenAI's
+//! 429 and `x-ratelimit-*` headers, queued, or downgraded to a cheaper model) and reserves
+//! its worst-case cost on every budget that applies (refused with 429
+//! `insufficient_quota`, or downgraded), in one atomic step. When it ends, the token
+//! estimate is corrected with the metered count and the reservation settled with the
+//! metered cost; alerts go to the log, metrics and webhooks.
 //!
-//! Counters live in the configured state (memory, or Redis shared by every node) and
-//! survive config reloads; spend of key and team budgets is rebuilt from the usage ledger
-//! when the counters are first used.
+//! Counters live in the configured state (memory, or Redis shared by every node). A reload
+//! that leaves `state:` as it was keeps that state: limits whose definition did not change
+//! keep their counts, budgets keep their spend, the kill switch stays set. Budget spend of
+//! every scope (key, user, team, tag) is rebuilt from the usage ledger whenever limits or
+//! budgets are set up (at start and after a reload that changed them).
 
 use std::sync::Arc;
 
@@ -17,10 +21,11 @@ use chrono::{DateTime, Utc};
 use tollgate_config::{Config, LedgerSink, ManagedKeysConfig};
 use tollgate_core::{ErrorKind, GatewayError};
 use tollgate_ledger::{AggregateQuery, GroupBy, Ledger};
+use tollgate_metering::ModelPrice;
 use tollgate_policy::{
-    Admission, BudgetDecision, BudgetScope, Budgets, Decimal, Keys, Limiter, Permit, PolicyError,
-    PostgresKeyStore, Reservation, Scope, SqliteKeyStore, State, Subject, WebhookNotifier,
-    WebhookOptions,
+    BudgetScope, Budgets, Charge, Decimal, Keys, Limiter, Permit, PolicyError, PostgresKeyStore,
+    Rejection, Reservation, Scope, SqliteKeyStore, State, StateConfig, Subject, Verdict,
+    WebhookNotifier, WebhookOptions,
 };
 
 use arc_swap::ArcSwap;
@@ -44,11 +49,11 @@ pub struct PolicyHandles {
 /// The governance of one version of `limits`, `budgets` and `state`.
 struct GovernanceSlot {
     fingerprint: u64,
-    governance: Option<Arc<Governance>>,
+    governance: Arc<Governance>,
 }
 
 /// Identifies a version of the config's `limits`, `budgets` and `state`: a reload that
-/// leaves them as they were keeps the running counters.
+/// leaves them as they were keeps the running limiter, budgets and their queues.
 pub fn policy_fingerprint(config: &Config) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -72,7 +77,11 @@ impl PolicyHandles {
             });
         let slot = GovernanceSlot {
             fingerprint: policy_fingerprint(config),
-            governance: Governance::new(config, ledger.clone()).map(Arc::new),
+            governance: Arc::new(Governance::new(
+                config,
+                Arc::new(SharedState::new(&config.state)),
+                ledger.clone(),
+            )),
         };
         Self {
             governance: Arc::new(ArcSwap::from_pointee(slot)),
@@ -82,24 +91,32 @@ impl PolicyHandles {
     }
 
     /// The governance of the snapshot's config. When a reload changed `limits`, `budgets`
-    /// or `state`, the first request on the new config starts new counters (budget spend
-    /// is rebuilt from the ledger); otherwise the running ones carry on.
-    pub fn governance(&self, snap: &Snapshot) -> Option<Arc<Governance>> {
+    /// or `state`, the first request on the new config sets up new limits and budgets
+    /// (rebuilding budget spend from the ledger) over the same state, unless `state:`
+    /// itself changed; otherwise the running ones carry on.
+    pub fn governance(&self, snap: &Snapshot) -> Arc<Governance> {
         let slot = self.governance.load();
         if slot.fingerprint == snap.policy_fingerprint {
             return slot.governance.clone();
         }
-        tracing::info!("limits, budgets or state changed: their counters start afresh");
+        let shared = if slot.governance.shared.same_config(&snap.config.state) {
+            tracing::info!("limits or budgets changed: unchanged ones keep their counters");
+            slot.governance.shared.clone()
+        } else {
+            tracing::info!("the state backend changed: limits and budgets start afresh");
+            Arc::new(SharedState::new(&snap.config.state))
+        };
         let fresh = Arc::new(GovernanceSlot {
             fingerprint: snap.policy_fingerprint,
-            governance: Governance::new(&snap.config, self.ledger.clone()).map(Arc::new),
+            governance: Arc::new(Governance::new(&snap.config, shared, self.ledger.clone())),
         });
+        // Two first requests may race here; either governance works on the same state.
         self.governance.store(fresh.clone());
         fresh.governance.clone()
     }
 
     /// The governance the latest config set up, for the admin API.
-    pub fn current(&self) -> Option<Arc<Governance>> {
+    pub fn current(&self) -> Arc<Governance> {
         self.governance.load().governance.clone()
     }
 
@@ -109,11 +126,64 @@ impl PolicyHandles {
         key.is_active(Utc::now())
             .then(|| Arc::new(GatewayKey::managed(&key)))
     }
+
+    /// Counts the request against the key's lifetime `max_requests`; a 429 once it has
+    /// used them all. `None` for keys without a cap. Dropping the charge gives it back.
+    pub fn charge(
+        &self,
+        key: &GatewayKey,
+        metrics: &Metrics,
+    ) -> Result<Option<Charge>, GatewayError> {
+        let (Some(id), Some(max), Some(keys)) = (&key.managed_id, key.max_requests, &self.keys)
+        else {
+            return Ok(None);
+        };
+        match keys.charge(id, max) {
+            Some(charge) => Ok(Some(charge)),
+            None => {
+                let rejection = Rejection::key_requests_used();
+                metrics.limit_rejected(&rejection.limit, rejection.kind.as_str());
+                Err(
+                    GatewayError::new(ErrorKind::RateLimited, rejection.to_string())
+                        .with_code("rate_limit_exceeded")
+                        .with_headers(rejection.headers()),
+                )
+            }
+        }
+    }
 }
 
-/// The limits and budgets of the running config, over counters that outlive reloads.
+/// The counters of one `state:` config: connected on first use, kept across reloads that
+/// leave `state:` as it was.
+struct SharedState {
+    config: StateConfig,
+    state: tokio::sync::OnceCell<State>,
+}
+
+impl SharedState {
+    fn new(config: &StateConfig) -> Self {
+        Self {
+            config: config.clone(),
+            state: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    fn same_config(&self, config: &StateConfig) -> bool {
+        format!("{:?}", self.config) == format!("{config:?}")
+    }
+
+    async fn get(&self) -> Result<State, PolicyError> {
+        self.state
+            .get_or_try_init(|| State::connect(&self.config))
+            .await
+            .cloned()
+    }
+}
+
+/// The limits and budgets of one config version, over counters that outlive reloads.
 pub struct Governance {
     config: Config,
+    shared: Arc<SharedState>,
     engines: tokio::sync::OnceCell<Engines>,
     ledger: Arc<Ledger>,
 }
@@ -133,32 +203,35 @@ pub struct Admitted {
 }
 
 impl Governance {
-    /// `None` when the config has no limits and no budgets.
-    pub fn new(config: &Config, ledger: Arc<Ledger>) -> Option<Self> {
-        if config.limits.is_empty() && config.budgets.is_empty() {
-            return None;
-        }
-        Some(Self {
+    fn new(config: &Config, shared: Arc<SharedState>, ledger: Arc<Ledger>) -> Self {
+        Self {
             config: config.clone(),
+            shared,
             engines: tokio::sync::OnceCell::new(),
             ledger,
-        })
+        }
     }
 
     async fn engines(&self) -> Result<&Engines, GatewayError> {
         self.engines
             .get_or_try_init(|| async {
-                let state = State::connect(&self.config.state).await?;
+                let state = self.shared.get().await?;
                 let limiter = Limiter::new(&self.config.limits, state.clone())?;
                 let budgets = Budgets::new(&self.config.budgets, state)?
                     .with_notifier(WebhookNotifier::new(WebhookOptions::default()));
-                // The ledger's reads block: off the async workers.
-                let (ledger, config) = (self.ledger.clone(), self.config.budgets.clone());
-                let spent = tokio::task::spawn_blocking(move || spend_so_far(&ledger, &config))
+                if !self.config.budgets.is_empty() {
+                    // The ledger's reads block: off the async workers.
+                    let ledger = self.ledger.clone();
+                    let (budgets_config, ledger_config) =
+                        (self.config.budgets.clone(), self.config.ledger.clone());
+                    let spent = tokio::task::spawn_blocking(move || {
+                        spend_so_far(&ledger, &ledger_config, &budgets_config)
+                    })
                     .await
                     .unwrap_or_default();
-                let rebuilt = budgets.rebuild(spent).await?;
-                tracing::info!(counters = rebuilt, "budget spend rebuilt from the ledger");
+                    let rebuilt = budgets.rebuild(spent).await?;
+                    tracing::info!(counters = rebuilt, "budget spend rebuilt from the ledger");
+                }
                 Ok::<_, PolicyError>(Engines { limiter, budgets })
             })
             .await
@@ -170,9 +243,11 @@ impl Governance {
 /// crash included) to reach the sink before it reads the totals.
 const REBUILD_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Spend per key and team budget since its period began, from the usage ledger.
+/// Spend per budget scope since its period began, from the usage ledger: key and team
+/// totals from its aggregates, user and tag totals from its records.
 fn spend_so_far(
     ledger: &Ledger,
+    ledger_config: &tollgate_config::LedgerConfig,
     budgets: &[tollgate_policy::BudgetConfig],
 ) -> Vec<(Scope, DateTime<Utc>, Decimal)> {
     if let Err(err) = ledger.sync(REBUILD_SYNC_WAIT) {
@@ -181,97 +256,95 @@ fn spend_so_far(
     let now = Utc::now();
     let mut totals = Vec::new();
     for budget in budgets {
-        let (by, scope): (GroupBy, fn(String) -> Scope) = match budget.scope {
-            BudgetScope::Key => (GroupBy::Key, Scope::Key),
-            BudgetScope::Team => (GroupBy::Team, Scope::Team),
-            // The ledger aggregates by key and team only: user and tag budgets start
-            // from the state's own counters (kept by Redis across restarts).
-            BudgetScope::User | BudgetScope::Tag => continue,
-        };
         let start = budget.period.start(now);
-        let query = AggregateQuery {
-            by,
-            since_ms: Some(start.timestamp_millis()),
-            until_ms: None,
+        let since_ms = start.timestamp_millis();
+        let rows = match budget.scope {
+            BudgetScope::Key | BudgetScope::Team => {
+                let (by, scope): (GroupBy, fn(String) -> Scope) = match budget.scope {
+                    BudgetScope::Key => (GroupBy::Key, Scope::Key),
+                    _ => (GroupBy::Team, Scope::Team),
+                };
+                let query = AggregateQuery {
+                    by,
+                    since_ms: Some(since_ms),
+                    until_ms: None,
+                };
+                ledger
+                    .aggregate(&query)
+                    .map_err(|e| e.to_string())
+                    .map(|rows| {
+                        rows.into_iter()
+                            .filter_map(|row| Some((scope(row.group?), row.cost)))
+                            .collect::<Vec<_>>()
+                    })
+            }
+            BudgetScope::User => crate::spend::by_user(ledger_config, since_ms)
+                .map(|rows| rows.into_iter().map(|(u, c)| (Scope::User(u), c)).collect()),
+            BudgetScope::Tag => {
+                let Some(name) = budget.tag.clone() else {
+                    continue;
+                };
+                crate::spend::by_tag(ledger_config, &name, since_ms).map(|rows| {
+                    rows.into_iter()
+                        .map(|(value, c)| {
+                            let scope = Scope::Tag {
+                                name: name.clone(),
+                                value,
+                            };
+                            (scope, c)
+                        })
+                        .collect()
+                })
+            }
         };
-        match ledger.aggregate(&query) {
-            Ok(rows) => totals.extend(
-                rows.into_iter()
-                    .filter_map(|row| Some((scope(row.group?), start, row.cost))),
-            ),
-            Err(err) => tracing::warn!(error = %err, "spend not rebuilt from the ledger"),
+        match rows {
+            Ok(rows) => totals.extend(rows.into_iter().map(|(scope, cost)| (scope, start, cost))),
+            Err(err) => tracing::warn!(budget = %budget.name, error = %err,
+                "spend not rebuilt from the ledger"),
         }
     }
     totals
 }
 
 impl Governance {
-    /// Admits the request: rate limits on `estimated_tokens`, then its worst-case cost on
-    /// the budgets. `worst_case` prices a model's worst case. A downgrade changes
-    /// `subject.model` and is reported in the answer.
+    /// Admits the request: rate limits on `estimated_tokens` and its worst-case cost on
+    /// the budgets, in one step. `worst_case` prices a model's worst case. A downgrade is
+    /// reported in [`Admitted::downgraded_to`].
     pub async fn admit(
         &self,
-        subject: &mut Subject,
+        subject: &Subject,
         estimated_tokens: u64,
-        worst_case: impl Fn(&str) -> Decimal,
+        worst_case: &(dyn Fn(&str) -> Decimal + Sync),
         metrics: &Metrics,
     ) -> Result<Admitted, GatewayError> {
         let engines = self.engines().await?;
-        let mut admitted = Admitted::default();
-        match engines
+        let verdict = engines
             .limiter
-            .admit(subject, estimated_tokens)
+            .admit_reserving(subject, estimated_tokens, &engines.budgets, worst_case)
             .await
-            .map_err(|e| unavailable(&e))?
-        {
-            Admission::Granted(permit) => {
-                if let Some(model) = permit.model() {
-                    subject.model = model.to_owned();
-                    admitted.downgraded_to = Some(model.to_owned());
-                }
-                admitted.permit = Some(permit);
-            }
-            Admission::Rejected(rejection) => {
+            .map_err(|e| unavailable(&e))?;
+        match verdict {
+            Verdict::Granted(permit, reservation) => Ok(Admitted {
+                downgraded_to: permit.model().map(str::to_owned),
+                permit: Some(permit),
+                reservation: Some(reservation),
+            }),
+            Verdict::Rejected(rejection) => {
                 metrics.limit_rejected(&rejection.limit, rejection.kind.as_str());
-                return Err(
+                Err(
                     GatewayError::new(ErrorKind::RateLimited, rejection.to_string())
                         .with_code("rate_limit_exceeded")
                         .with_headers(rejection.headers()),
-                );
+                )
+            }
+            Verdict::Blocked(blocked) => {
+                metrics.budget_blocked();
+                Err(
+                    GatewayError::new(ErrorKind::RateLimited, blocked.to_string())
+                        .with_code("insufficient_quota"),
+                )
             }
         }
-        // A downgraded request reserves for the model it is downgraded to; a chain of
-        // downgrades is bounded by the policy crate's own cap.
-        for _ in 0..=tollgate_policy::MAX_DOWNGRADES {
-            let decision = engines
-                .budgets
-                .reserve(subject, worst_case(&subject.model))
-                .await
-                .map_err(|e| unavailable(&e))?;
-            match decision {
-                BudgetDecision::Reserved(reservation) => {
-                    admitted.reservation = Some(reservation);
-                    return Ok(admitted);
-                }
-                BudgetDecision::Downgrade { model, budget } => {
-                    tracing::info!(budget = %budget, to = %model, "budget downgrade");
-                    subject.model.clone_from(&model);
-                    admitted.downgraded_to = Some(model);
-                }
-                BudgetDecision::Blocked(blocked) => {
-                    metrics.budget_blocked();
-                    return Err(
-                        GatewayError::new(ErrorKind::RateLimited, blocked.to_string())
-                            .with_code("insufficient_quota"),
-                    );
-                }
-            }
-        }
-        Err(GatewayError::new(
-            ErrorKind::RateLimited,
-            "budgets downgraded the request too many times",
-        )
-        .with_code("insufficient_quota"))
     }
 
     /// Blocks or unblocks a key (`key:<name>`), user, team or tag at once.
@@ -311,20 +384,20 @@ impl Admitted {
 }
 
 /// The worst-case cost of a request: every estimated prompt token and its output cap
-/// (or [`DEFAULT_MAX_OUTPUT_TOKENS`]) at the model's prices.
+/// (or [`DEFAULT_MAX_OUTPUT_TOKENS`]) at the model's exact prices (the ones metering
+/// charges with).
 pub fn worst_case_cost(
-    price: Option<&tollgate_config::PriceConfig>,
+    price: Option<&ModelPrice>,
     prompt_tokens: u64,
     max_output: Option<u64>,
 ) -> Decimal {
     let Some(price) = price else {
         return Decimal::ZERO;
     };
-    let per_token = |usd_per_million: f64| {
-        Decimal::from_f64_retain(usd_per_million).unwrap_or_default() / Decimal::from(1_000_000)
-    };
-    per_token(price.input) * Decimal::from(prompt_tokens)
-        + per_token(price.output) * Decimal::from(max_output.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS))
+    let per_million = Decimal::from(1_000_000);
+    (price.input * Decimal::from(prompt_tokens)
+        + price.output * Decimal::from(max_output.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)))
+        / per_million
 }
 
 /// Opens the managed-key store named by the config.
@@ -363,10 +436,10 @@ mod tests {
 
     #[test]
     fn worst_case_prices_the_prompt_and_the_output_cap() {
-        let price = tollgate_config::PriceConfig {
-            input: 1.0,
-            output: 2.0,
-            cached_input: None,
+        let price = ModelPrice {
+            input: Decimal::ONE,
+            output: Decimal::TWO,
+            cached_input: Decimal::ONE,
         };
         assert_eq!(
             worst_case_cost(Some(&price), 1_000, Some(500)),
@@ -377,5 +450,15 @@ mod tests {
             Decimal::new(8192, 6)
         );
         assert_eq!(worst_case_cost(None, 1_000, None), Decimal::ZERO);
+        // Prices that binary floats cannot hold stay exact: 0.1 × 3 tokens, 0.2 × 7.
+        let tenth = ModelPrice {
+            input: Decimal::new(1, 1),
+            output: Decimal::new(2, 1),
+            cached_input: Decimal::new(1, 1),
+        };
+        assert_eq!(
+            worst_case_cost(Some(&tenth), 3, Some(7)),
+            Decimal::new(17, 7)
+        );
     }
 }

@@ -338,7 +338,13 @@ impl Gateway {
 
         let mut prompt = String::new();
         parsed.prompt_text(&mut prompt);
-        let estimated_prompt_tokens = estimate_prompt_tokens(&prompt, snap.min_context_window);
+        // Exact when a limit or budget decides on it, else only when a context window may.
+        let exact_above = if snap.exact_prompt_tokens {
+            0
+        } else {
+            snap.min_context_window
+        };
+        let estimated_prompt_tokens = estimate_prompt_tokens(&prompt, exact_above);
         drop(prompt);
 
         let mut plan = plan_for(
@@ -369,51 +375,61 @@ impl Gateway {
             ctx.answer_guard = verdict.answer.map(Arc::new);
         }
 
-        if let Some(governance) = self.policy.governance(snap) {
-            let mut subject = Subject {
-                key: key.name.to_string(),
-                user: key.user.clone(),
-                team: key.team.clone(),
-                model: parsed.model().to_owned(),
-                route: Some(plan.route.to_string()),
-                tags: ctx.accounting.tags.clone(),
-                max_requests: key.max_requests,
-            };
-            let max_output = parsed.max_output_tokens();
-            let requested = parsed.model().to_owned();
-            // The requested model's worst case is its most expensive candidate's; a model
-            // it is downgraded to is priced on its own.
-            let worst_case = |model: &str| {
-                let price_of = |name: &str| snap.router.model(name).and_then(|m| m.price.as_ref());
-                if model == requested {
-                    plan.candidates
-                        .iter()
-                        .map(|c| {
-                            worst_case_cost(price_of(&c.model), estimated_prompt_tokens, max_output)
-                        })
-                        .max()
-                        .unwrap_or_default()
-                } else {
-                    worst_case_cost(price_of(model), estimated_prompt_tokens, max_output)
-                }
-            };
-            let admitted = governance
-                .admit(
-                    &mut subject,
-                    estimated_prompt_tokens + max_output.unwrap_or(0),
-                    worst_case,
-                    &self.metrics,
+        // A managed key's lifetime cap first: it is final, and cheap to check.
+        let charge = self.policy.charge(&key, &self.metrics)?;
+        let governance = self.policy.governance(snap);
+        let subject = Subject {
+            key: key.name.to_string(),
+            user: key.user.clone(),
+            team: key.team.clone(),
+            model: parsed.model().to_owned(),
+            route: Some(plan.route.to_string()),
+            tags: ctx.accounting.tags.clone(),
+        };
+        let max_output = parsed.max_output_tokens();
+        let requested = parsed.model().to_owned();
+        // The requested model's worst case is its most expensive candidate's; a model it
+        // is downgraded to is priced on its own.
+        let worst_case = |model: &str| {
+            if model == requested {
+                plan.candidates
+                    .iter()
+                    .map(|c| {
+                        worst_case_cost(
+                            snap.prices.price(&c.model),
+                            estimated_prompt_tokens,
+                            max_output,
+                        )
+                    })
+                    .max()
+                    .unwrap_or_default()
+            } else {
+                worst_case_cost(
+                    snap.prices.price(model),
+                    estimated_prompt_tokens,
+                    max_output,
                 )
-                .await?;
-            if let Some(model) = &admitted.downgraded_to {
-                plan = plan_for(snap, session, &key, &parsed, model, estimated_prompt_tokens)?;
-                ctx.route = Some(plan.route.clone());
             }
-            if let Some(permit) = &admitted.permit {
-                ctx.rate_headers = permit.rate().to_pairs();
-            }
-            ctx.admitted = Some(admitted);
+        };
+        let admitted = governance
+            .admit(
+                &subject,
+                estimated_prompt_tokens + max_output.unwrap_or(0),
+                &worst_case,
+                &self.metrics,
+            )
+            .await?;
+        if let Some(charge) = charge {
+            charge.keep();
         }
+        if let Some(model) = &admitted.downgraded_to {
+            plan = plan_for(snap, session, &key, &parsed, model, estimated_prompt_tokens)?;
+            ctx.route = Some(plan.route.clone());
+        }
+        if let Some(permit) = &admitted.permit {
+            ctx.rate_headers = permit.rate().to_pairs();
+        }
+        ctx.admitted = Some(admitted);
 
         if let (Some(cache), Some(route_cache)) = (&self.cache, snap.route_cache(&plan.route)) {
             if op == Operation::ChatCompletions && route_cache.enabled {

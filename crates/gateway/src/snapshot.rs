@@ -24,6 +24,9 @@ pub struct Snapshot {
     /// The smallest context window in the catalog: prompts of at most this many bytes fit
     /// every model, so they need no exact token count.
     pub min_context_window: u64,
+    /// Whether limits or budgets decide on prompt tokens (a `tpm` limit or any budget):
+    /// then every prompt is counted with the tokenizer, not just long ones.
+    pub exact_prompt_tokens: bool,
     pub guardrails: Guardrails,
     /// See [`crate::policy::policy_fingerprint`].
     pub policy_fingerprint: u64,
@@ -69,7 +72,10 @@ impl Snapshot {
             .filter_map(|m| m.context_window)
             .min()
             .unwrap_or(u64::MAX);
+        let exact_prompt_tokens =
+            config.limits.iter().any(|l| l.tpm.is_some()) || !config.budgets.is_empty();
         let snapshot = Self {
+            exact_prompt_tokens,
             config,
             router,
             upstreams,

@@ -1,8 +1,15 @@
-//! Prompt token estimates for admission decisions (context-window checks).
+//! Prompt token estimates for admission decisions: context-window checks, tokens-per-minute
+//! limits and budget reservations.
+//!
+//! The tokenizer (tiktoken's o200k) counts about 37 MiB/s on one core (`metering/
+//! estimate_whole_text`), some 55 µs for a 2 KiB prompt; the gateway pays it only where
+//! the count decides something: on every prompt when a `tpm` limit or a budget is
+//! configured, otherwise on prompts too long to fit every context window for sure.
 
 /// Estimated prompt tokens of `text`, exact (o200k) when it matters: a token is never
 /// shorter than one byte, so a text of at most `exact_above` bytes fits every window of
-/// that many tokens, and the cheap bytes/4 figure is good enough for it.
+/// that many tokens, and the cheap bytes/4 figure is good enough for it (`exact_above`
+/// zero counts every text exactly).
 pub fn estimate_prompt_tokens(text: &str, exact_above: u64) -> u64 {
     let bytes = text.len() as u64;
     if bytes <= exact_above {

@@ -1,6 +1,6 @@
 //! The policy work of one request on the gateway's hot path: authenticate a managed key,
-//! admit (requests, tokens and concurrency of two limits), reserve a budget, settle it and
-//! release the permit; on the memory backend and, when `/usr/bin/redis-server` exists, on a
+//! admit (requests, tokens and concurrency of two limits) and reserve a budget in one step,
+//! settle it and release the permit; on the memory backend and, when `/usr/bin/redis-server` exists, on a
 //! Redis started for the bench on a free loopback port.
 
 use std::hint::black_box;
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate_policy::{
-    Admission, BudgetDecision, Budgets, Decimal, Keys, Limiter, NewKey, OnFailure, PolicyConfig,
-    SqliteKeyStore, State, StateBackendKind, StateConfig, Subject,
+    Budgets, Decimal, Keys, Limiter, NewKey, OnFailure, PolicyConfig, SqliteKeyStore, State,
+    StateBackendKind, StateConfig, Subject, Verdict,
 };
 
 const POLICY: &str = "
@@ -33,15 +33,15 @@ fn subject() -> Subject {
 }
 
 async fn one_request(limiter: &Limiter, budgets: &Budgets, subject: &Subject) {
-    let Ok(Admission::Granted(mut permit)) = limiter.admit(subject, 1200).await else {
+    let worst_case = |_: &str| Decimal::new(25, 4);
+    let Ok(Verdict::Granted(mut permit, reservation)) = limiter
+        .admit_reserving(subject, 1200, budgets, &worst_case)
+        .await
+    else {
         return;
     };
-    if let Ok(BudgetDecision::Reserved(reservation)) =
-        budgets.reserve(subject, Decimal::new(25, 4)).await
-    {
-        permit.correct(1350);
-        black_box(reservation.settle(Decimal::new(11, 6)).await);
-    }
+    permit.correct(1350);
+    black_box(reservation.settle(Decimal::new(11, 6)).await);
     drop(permit);
 }
 

@@ -3,11 +3,13 @@
 //!
 //! - [`Limiter`]: requests/min, tokens/min and concurrency per key, user, team, model, route
 //!   or globally; reject, queue (fair across keys) or downgrade; OpenAI-style rate headers.
+//!   [`Limiter::admit_reserving`] admits and reserves budget in one atomic step.
 //! - [`Budgets`]: USD per key, user, team or tag for UTC days, weeks or months; reserve the
 //!   worst case before forwarding, settle after; alerts to webhooks; a kill switch.
 //! - [`State`]: where the counters live, in memory or in Redis (shared by every node).
 //! - [`Keys`]: managed keys in SQLite or PostgreSQL, looked up from memory, revoked on
-//!   every node within [`KEY_POLL_INTERVAL`].
+//!   every node within [`KEY_POLL_INTERVAL`]; their lifetime `max_requests`, counted
+//!   durably in the store; the audit trail of admin changes.
 //!
 //! The config types ([`PolicyConfig`] and its parts) are the YAML operators write under
 //! `limits:`, `budgets:` and `state:`.
@@ -79,12 +81,12 @@ pub use config::{
 };
 pub use error::PolicyError;
 pub use keys::{
-    hash_secret, AuditAction, AuditEntry, CreatedKey, KeyStore, Keys, ManagedKey, NewKey,
+    hash_secret, AuditAction, AuditEntry, Charge, CreatedKey, KeyStore, Keys, ManagedKey, NewKey,
     PostgresKeyStore, Role, SqliteKeyStore, KEY_POLL_INTERVAL,
 };
 pub use limits::{
-    Admission, LimitKind, Limiter, Permit, Quota, RateHeaders, Rejection, CONCURRENCY_RETRY_AFTER,
-    MAX_DOWNGRADES,
+    Admission, LimitKind, Limiter, Permit, Quota, RateHeaders, Rejection, Verdict, WorstCase,
+    CONCURRENCY_RETRY_AFTER, MAX_DOWNGRADES,
 };
 pub use rust_decimal::Decimal;
 pub use state::{State, StateHealth};

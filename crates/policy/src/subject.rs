@@ -20,9 +20,6 @@ pub struct Subject {
     pub route: Option<String>,
     /// The request's tags (its `metadata` entries).
     pub tags: BTreeMap<String, String>,
-    /// The key's lifetime request cap (a managed key's `max_requests`); counted per key
-    /// name in the state backend.
-    pub max_requests: Option<u64>,
 }
 
 impl Match {
@@ -44,6 +41,18 @@ impl Match {
 }
 
 impl LimitScope {
+    /// The config's name of the scope.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            LimitScope::Key => "key",
+            LimitScope::User => "user",
+            LimitScope::Team => "team",
+            LimitScope::Model => "model",
+            LimitScope::Route => "route",
+            LimitScope::Global => "global",
+        }
+    }
+
     /// The value that names this subject's counter; `None` when the subject has no value
     /// for the scope (a team limit and a key without a team), and the limit does not apply.
     pub(crate) fn value(self, subject: &Subject) -> Option<&str> {

@@ -140,7 +140,7 @@ fn two_nodes(a: &Keys, b: &Keys) {
     let audit = b.audit(10).unwrap();
     let trail: Vec<(AuditAction, &str, &str)> = audit
         .iter()
-        .map(|e| (e.action, e.actor.as_str(), e.key_id.as_str()))
+        .map(|e| (e.action, e.actor.as_str(), e.target.as_str()))
         .collect();
     assert_eq!(
         trail,
@@ -156,6 +156,96 @@ fn two_nodes(a: &Keys, b: &Keys) {
         .all(|w| w[0].seq > w[1].seq && w[0].at >= w[1].at));
     assert_eq!(audit[2].detail["replaced_by"], rotated.key.id.as_str());
     assert_eq!(audit[3].detail["name"], "billing-svc");
+}
+
+/// A key's `max_requests` on two nodes `a` and `b` over one database: counted durably,
+/// given back when a request does not go ahead, carried over by a rotation.
+fn lifetime_caps(a: &Keys, b: &Keys) {
+    let created = a
+        .create(
+            NewKey {
+                max_requests: Some(3),
+                ..new_key("capped")
+            },
+            "root",
+        )
+        .unwrap();
+    let id = created.key.id.clone();
+    a.charge(&id, 3).unwrap().keep();
+    // Refused later by a limit: not counted.
+    drop(a.charge(&id, 3).unwrap());
+    assert_eq!(a.requests_used(&id), 1);
+    // Node b learns of a's request within a poll or two, and counts its own.
+    assert!(within(Duration::from_secs(2), || b.requests_used(&id) == 1).is_some());
+    b.charge(&id, 3).unwrap().keep();
+    assert!(within(Duration::from_secs(2), || a.requests_used(&id) == 2).is_some());
+    // A rotation keeps the count: one request left for the new secret.
+    let rotated = a.rotate(&id, "root").unwrap();
+    let new_id = rotated.key.id.clone();
+    assert_eq!(a.requests_used(&new_id), 2);
+    a.charge(&new_id, 3).unwrap().keep();
+    assert!(a.charge(&new_id, 3).is_none(), "the cap is final");
+    assert!(within(Duration::from_secs(2), || b.requests_used(&new_id) == 3).is_some());
+    assert!(b.charge(&new_id, 3).is_none());
+}
+
+#[test]
+fn lifetime_caps_on_one_sqlite_file_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let a = Keys::open(Arc::new(SqliteKeyStore::open(&path).unwrap())).unwrap();
+    let b = Keys::open(Arc::new(SqliteKeyStore::open(&path).unwrap())).unwrap();
+    lifetime_caps(&a, &b);
+    drop((a, b));
+    // A node starting later knows the count at once.
+    let c = Keys::open(Arc::new(SqliteKeyStore::open(&path).unwrap())).unwrap();
+    let key = c
+        .list()
+        .into_iter()
+        .find(|k| k.revoked_at.is_none())
+        .unwrap();
+    assert_eq!(c.requests_used(&key.id), 3);
+    assert!(c.charge(&key.id, 3).is_none());
+}
+
+#[test]
+fn lifetime_caps_on_one_postgres_database() {
+    let Some(pg) = support::PgCluster::start() else {
+        return;
+    };
+    let a = Keys::open(Arc::new(PostgresKeyStore::connect(&pg.url()).unwrap())).unwrap();
+    let b = Keys::open(Arc::new(PostgresKeyStore::connect(&pg.url()).unwrap())).unwrap();
+    lifetime_caps(&a, &b);
+}
+
+#[test]
+fn admin_changes_other_than_keys_join_the_audit_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteKeyStore::open(dir.path().join("keys.db")).unwrap());
+    let keys = Keys::open(store.clone()).unwrap();
+    let before = store.version().unwrap();
+    keys.record(
+        "ops",
+        AuditAction::Killed,
+        "team:billing",
+        serde_json::json!({}),
+    )
+    .unwrap();
+    let audit = keys.audit(10).unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (
+            audit[0].actor.as_str(),
+            audit[0].action,
+            audit[0].target.as_str()
+        ),
+        ("ops", AuditAction::Killed, "team:billing")
+    );
+    assert_eq!(
+        store.version().unwrap(),
+        before,
+        "keys need no reload for it"
+    );
 }
 
 #[test]

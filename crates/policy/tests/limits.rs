@@ -283,21 +283,6 @@ async fn queue_turns_are_fair_across_keys() {
 }
 
 #[tokio::test]
-async fn a_keys_lifetime_request_cap_is_final() {
-    let l = limiter("limits: []");
-    let s = Subject {
-        max_requests: Some(2),
-        ..subject("capped", "t", "m")
-    };
-    granted(&l, &s, 0).await;
-    granted(&l, &s, 0).await;
-    let r = rejected(&l, &s, 0).await;
-    assert_eq!(r.kind, LimitKind::KeyRequests);
-    assert_eq!(r.limit, "max_requests");
-    assert_eq!(r.retry_after, None);
-}
-
-#[tokio::test]
 async fn a_refusal_by_one_limit_charges_none_of_the_others() {
     let l = limiter(
         "limits:

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use support::RedisServer;
 use tollgate_policy::{
     Admission, Blocked, BudgetDecision, Budgets, Decimal, Limiter, OnFailure, PolicyConfig,
-    PolicyError, Scope, State, StateBackendKind, StateConfig, StateHealth, Subject,
+    PolicyError, Scope, State, StateBackendKind, StateConfig, StateHealth, Subject, Verdict,
 };
 
 async fn node(redis: &RedisServer, on_failure: OnFailure) -> State {
@@ -122,6 +122,75 @@ async fn two_nodes_enforce_one_rate_limit() {
         .map(|(_, v)| v.parse::<u64>().unwrap())
         .unwrap();
     assert!(remaining < 200, "{remaining}");
+}
+
+#[tokio::test]
+async fn a_refused_reservation_undoes_the_admission_in_the_same_script() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let state = node(&redis, OnFailure::Closed).await;
+    let config = config(
+        "limits:
+  - { name: rpm, scope: team, rpm: 2, concurrency: 1 }
+budgets:
+  - { name: day, scope: team, usd: 1, period: daily }",
+    );
+    let limiter = Limiter::new(&config.limits, state.clone()).unwrap();
+    let budgets = Budgets::new(&config.budgets, state.clone()).unwrap();
+    let s = subject("a");
+    let worst = |_: &str| usd("1");
+    // Spend the budget.
+    let Verdict::Granted(permit, reservation) = limiter
+        .admit_reserving(&s, 0, &budgets, &worst)
+        .await
+        .unwrap()
+    else {
+        panic!("the first request was refused");
+    };
+    reservation.settle(usd("1")).await;
+    drop(permit);
+    // Refused by the budget: neither the request nor the slot was charged, so the
+    // minute's second request and the slot are still free for a request that fits.
+    let wait_for_release = until(Duration::from_secs(2), || async {
+        let refused = limiter
+            .admit_reserving(&s, 0, &budgets, &worst)
+            .await
+            .unwrap();
+        matches!(refused, Verdict::Blocked(Blocked::Exhausted { .. }))
+    });
+    assert!(wait_for_release.await);
+    for _ in 0..3 {
+        let refused = limiter
+            .admit_reserving(&s, 0, &budgets, &worst)
+            .await
+            .unwrap();
+        assert!(matches!(
+            refused,
+            Verdict::Blocked(Blocked::Exhausted { .. })
+        ));
+    }
+    assert!(
+        granted(&limiter, &s, 0).await,
+        "a refused reservation consumed the rate limit"
+    );
+    // The kill switch refuses in the same step, and charges nothing either.
+    let other = Subject {
+        team: Some("ops".into()),
+        ..subject("b")
+    };
+    budgets
+        .set_killed(&Scope::Key("b".into()), true)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let killed = limiter
+            .admit_reserving(&other, 0, &budgets, &|_| Decimal::ZERO)
+            .await
+            .unwrap();
+        assert!(matches!(killed, Verdict::Blocked(Blocked::Killed { .. })));
+    }
+    assert!(granted(&limiter, &other, 0).await);
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! Governance end to end: rate limits of every kind with OpenAI's headers, queueing and
-//! downgrades, budgets that block and survive a restart, the kill switch, managed keys
-//! revoked on every node, the admin key, and limits shared through a real Redis.
+//! downgrades, budgets (key, team, user, tag) that block and survive a restart, the kill
+//! switch, managed keys revoked on every node and capped in requests across restarts, the
+//! admin key and the audit trail, counters kept across reloads, and limits shared through
+//! a real Redis, also while it is stopped and restarted under load.
 
 use std::time::Duration;
 
@@ -212,13 +214,9 @@ async fn budgets_block_within_one_reservation_and_survive_a_restart() {
 }
 
 #[tokio::test]
-async fn the_kill_switch_blocks_a_team_at_once() {
+async fn the_kill_switch_blocks_a_team_at_once_without_limits_or_budgets() {
     let mock = Mock::start(&["--tokens", "3"]);
-    let gw = Gateway::start(&config(
-        &mock,
-        "budgets:\n  - { name: roomy, scope: team, usd: 1000, period: monthly }\n",
-    ))
-    .await;
+    let gw = Gateway::start(&config(&mock, "")).await;
     let kill = |killed: bool| {
         client()
             .post(format!("{}/admin/kill", gw.admin_url))
@@ -228,6 +226,8 @@ async fn the_kill_switch_blocks_a_team_at_once() {
     assert_eq!(kill(true).await.unwrap().status(), 200);
     let resp = send(&gw, TEST_KEY, &small("chat")).await;
     assert_eq!(resp.status(), 429);
+    let error: Value = resp.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "insufficient_quota", "{error}");
     assert_eq!(send(&gw, OTHER_KEY, &small("chat")).await.status(), 200);
     let killed = get_json(&format!("{}/admin/kill", gw.admin_url)).await;
     assert_eq!(killed, json!(["team:core"]));
@@ -372,6 +372,9 @@ async fn redis_shares_one_limit_between_nodes_and_closed_fails_safe() {
     }
 }
 
+/// Concurrent requests in the budget race, over two nodes.
+const RACERS: usize = 300;
+
 #[tokio::test]
 async fn concurrent_requests_on_two_nodes_cannot_overspend_a_shared_budget() {
     let redis = RedisServer::start().await;
@@ -383,14 +386,14 @@ async fn concurrent_requests_on_two_nodes_cannot_overspend_a_shared_budget() {
     let a = Gateway::start(&config(&mock, &extra)).await;
     let b = Gateway::start(&config(&mock, &extra)).await;
     let mut requests = Vec::new();
-    for i in 0..120 {
+    for i in 0..RACERS {
         let gw = if i % 2 == 0 { &a } else { &b };
         requests.push(async move { send(gw, TEST_KEY, &small("chat")).await.status() });
     }
     let statuses = futures::future::join_all(requests).await;
     let served = statuses.iter().filter(|s| **s == 200).count();
     let blocked = statuses.iter().filter(|s| **s == 429).count();
-    assert_eq!(served + blocked, 120, "{statuses:?}");
+    assert_eq!(served + blocked, RACERS, "{statuses:?}");
     assert!(
         served > 0 && blocked > 0,
         "{served} served, {blocked} blocked"
@@ -426,11 +429,19 @@ async fn a_reload_applies_changed_limits_and_keeps_unchanged_ones() {
     let mock = Mock::start(&["--tokens", "3"]);
     let gw = Gateway::start(&config(
         &mock,
-        "limits:\n  - { name: key-rpm, scope: key, match: { key: test }, rpm: 1 }\n",
+        "limits:
+  - { name: key-rpm, scope: key, match: { key: test }, rpm: 1 }
+  - { name: other-rpm, scope: key, match: { key: other }, rpm: 2 }
+",
     ))
     .await;
     assert_eq!(send(&gw, TEST_KEY, &small("chat")).await.status(), 200);
     assert_eq!(send(&gw, TEST_KEY, &small("chat")).await.status(), 429);
+    let first = send(&gw, OTHER_KEY, &small("chat")).await;
+    assert_eq!(
+        header(&first, "x-ratelimit-remaining-requests").as_deref(),
+        Some("1")
+    );
     let reload = || async {
         client()
             .post(format!("{}/admin/reload", gw.admin_url))
@@ -445,10 +456,263 @@ async fn a_reload_applies_changed_limits_and_keeps_unchanged_ones() {
     let text = std::fs::read_to_string(&gw.config_path).unwrap();
     std::fs::write(&gw.config_path, text.replace("rpm: 1 }", "rpm: 100 }")).unwrap();
     assert_eq!(reload().await, 200);
+    // The changed limit starts afresh.
     let resp = send(&gw, TEST_KEY, &small("chat")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         header(&resp, "x-ratelimit-limit-requests").as_deref(),
         Some("100")
     );
+    // The unchanged one kept its count across the reload: one request left of two.
+    let second = send(&gw, OTHER_KEY, &small("chat")).await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(
+        header(&second, "x-ratelimit-remaining-requests").as_deref(),
+        Some("0")
+    );
+    assert_eq!(send(&gw, OTHER_KEY, &small("chat")).await.status(), 429);
+}
+
+/// Creates a managed key through the admin API (as `admin`, when given).
+async fn create_key(gw: &Gateway, admin: Option<&str>, body: Value) -> Value {
+    let mut request = client().post(format!("{}/admin/keys", gw.admin_url));
+    if let Some(secret) = admin {
+        request = request.bearer_auth(secret);
+    }
+    let resp = request.json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 201);
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_managed_keys_request_cap_holds_without_limits_and_across_a_restart() {
+    let mock = Mock::start(&["--tokens", "3"]);
+    let dir = TempDir::new();
+    let keys_db = dir.0.join("keys.db");
+    let extra = format!(
+        "managed_keys: {{ store: sqlite, path: {} }}\n",
+        keys_db.display()
+    );
+    let gw = Gateway::start(&config(&mock, &extra)).await;
+    let key = create_key(
+        &gw,
+        None,
+        json!({"name": "capped", "team": "core", "max_requests": 3}),
+    )
+    .await;
+    let secret = key["secret"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        assert_eq!(send(&gw, &secret, &small("chat")).await.status(), 200);
+    }
+    // The count reaches the store within a poll; then the process is killed.
+    let stored = || {
+        rusqlite::Connection::open(&keys_db)
+            .unwrap()
+            .query_row("SELECT requests FROM gateway_key_requests", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .unwrap_or(0)
+    };
+    let durable = eventually(Duration::from_secs(2), || async { stored() == 2 }).await;
+    assert!(durable, "the request count was not written");
+    drop(gw);
+
+    let gw = Gateway::start(&config(&mock, &extra)).await;
+    assert_eq!(send(&gw, &secret, &small("chat")).await.status(), 200);
+    let resp = send(&gw, &secret, &small("chat")).await;
+    assert_eq!(
+        resp.status(),
+        429,
+        "the cap was forgotten across the restart"
+    );
+    assert_eq!(header(&resp, "retry-after"), None, "the cap is final");
+    let error: Value = resp.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "rate_limit_exceeded", "{error}");
+    let listed = get_json(&format!("{}/admin/keys", gw.admin_url)).await;
+    assert_eq!(listed[0]["requests_used"], 3, "{listed}");
+    // Config keys have no cap.
+    assert_eq!(send(&gw, TEST_KEY, &small("chat")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn user_and_tag_budgets_survive_a_restart() {
+    let mock = Mock::start(&["--tokens", "5"]);
+    let dir = TempDir::new();
+    let extra = format!(
+        "budgets:
+  - {{ name: ann-daily, scope: user, usd: 0.05, period: daily }}
+  - {{ name: project-daily, scope: tag, tag: project, usd: 0.05, period: daily }}
+ledger:
+  path: {}
+  spool: {}
+",
+        dir.0.join("usage.db").display(),
+        dir.0.join("spool").display()
+    );
+    // `test` belongs to user ann; `other` has no user and spends on a project tag.
+    let config = config(&mock, &extra).replace("team: core }", "team: core, user: ann }");
+    let mut tagged = small("chat");
+    tagged["metadata"] = json!({"project": "apollo"});
+    let gw = Gateway::start(&config).await;
+    for (key, body) in [(TEST_KEY, &small("chat")), (OTHER_KEY, &tagged)] {
+        let mut served = 0;
+        while send(&gw, key, body).await.status() == 200 {
+            served += 1;
+            assert!(served < 50, "the budget never blocked");
+        }
+        assert!(served > 0);
+    }
+    // Other projects are not blocked.
+    let mut elsewhere = small("chat");
+    elsewhere["metadata"] = json!({"project": "zeus"});
+    assert_eq!(send(&gw, OTHER_KEY, &elsewhere).await.status(), 200);
+    // Every record in the ledger's database (a crash with records still spooled is the
+    // team budget test's), then the process is killed.
+    gw.usage("team").await;
+    drop(gw);
+
+    let gw = Gateway::start(&config).await;
+    let resp = send(&gw, TEST_KEY, &small("chat")).await;
+    assert_eq!(resp.status(), 429, "the user's spend was forgotten");
+    let resp = send(&gw, OTHER_KEY, &tagged).await;
+    assert_eq!(resp.status(), 429, "the tag's spend was forgotten");
+    assert_eq!(send(&gw, OTHER_KEY, &elsewhere).await.status(), 200);
+}
+
+#[tokio::test]
+async fn every_admin_change_is_audited_with_its_admin_key() {
+    let mock = Mock::start(&["--tokens", "3"]);
+    let dir = TempDir::new();
+    let extra = format!(
+        "managed_keys: {{ store: sqlite, path: {} }}\ncache: {{}}\n",
+        dir.0.join("keys.db").display()
+    );
+    let gw = Gateway::start_logging(&config(&mock, &extra)).await;
+    let admin = create_key(
+        &gw,
+        None,
+        json!({"name": "ops", "team": "ops", "role": "admin"}),
+    )
+    .await;
+    let secret = admin["secret"].as_str().unwrap().to_owned();
+    let post = |path: &str, body: Value| {
+        client()
+            .post(format!("{}{path}", gw.admin_url))
+            .bearer_auth(&secret)
+            .json(&body)
+            .send()
+    };
+    let kill = post("/admin/kill", json!({"scope": "team:core", "killed": true}));
+    assert_eq!(kill.await.unwrap().status(), 200);
+    assert_eq!(
+        post("/admin/reload", json!({})).await.unwrap().status(),
+        200
+    );
+    let purge = post("/admin/cache/purge", json!({"route": "chat"}));
+    assert_eq!(purge.await.unwrap().status(), 200);
+    let unkill = post(
+        "/admin/kill",
+        json!({"scope": "team:core", "killed": false}),
+    );
+    assert_eq!(unkill.await.unwrap().status(), 200);
+
+    let audit: Value = client()
+        .get(format!("{}/admin/audit", gw.admin_url))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let trail: Vec<(&str, &str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap(),
+                e["action"].as_str().unwrap(),
+                e["target"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        trail[..4],
+        [
+            ("ops", "unkilled", "team:core"),
+            ("ops", "cache_purged", "route:chat"),
+            ("ops", "reloaded", "config"),
+            ("ops", "killed", "team:core"),
+        ],
+        "{audit}"
+    );
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["at"].is_string()));
+    assert_eq!(trail[4].1, "created", "{audit}");
+    // Also in the log, with who did it.
+    let logged = eventually(Duration::from_secs(2), || async {
+        let log = std::fs::read_to_string(gw.log_path()).unwrap_or_default();
+        log.lines()
+            .any(|l| l.contains("admin change") && l.contains("killed") && l.contains("ops"))
+    })
+    .await;
+    assert!(logged, "no audit log line");
+}
+
+#[tokio::test]
+async fn redis_stopped_and_restarted_under_load_fails_open_and_recovers() {
+    let redis = RedisServer::start().await;
+    let mock = Mock::start(&["--tokens", "3"]);
+    let extra = format!(
+        "limits:\n  - {{ name: team-rpm, scope: team, rpm: 100000 }}\nstate: {{ backend: redis, url: \"{}\", on_failure: open, timeout: 100ms }}\n",
+        redis.url
+    );
+    let gw = Gateway::start(&config(&mock, &extra)).await;
+    let port = redis.port;
+    let load = |rounds: usize| {
+        let gw = &gw;
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..rounds {
+                let batch =
+                    (0..8).map(|_| async { send(gw, TEST_KEY, &small("chat")).await.status() });
+                statuses.extend(futures::future::join_all(batch).await);
+            }
+            statuses
+        }
+    };
+    assert!(load(2).await.iter().all(|s| *s == 200));
+    // Redis goes away while requests keep coming: they are served on local counters.
+    let (statuses, ()) = tokio::join!(load(10), async { drop(redis) });
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let degraded = load(5).await;
+    assert!(degraded.iter().all(|s| *s == 200), "{degraded:?}");
+    // Redis returns (empty) under load: the node uses it again without a restart.
+    let (statuses, redis) = tokio::join!(load(10), RedisServer::start_on(port));
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let shared = eventually(Duration::from_secs(10), || async {
+        send(&gw, TEST_KEY, &small("chat")).await.status() == 200 && redis_has_counters(&redis)
+    })
+    .await;
+    assert!(shared, "the node did not write to Redis again");
+}
+
+/// Whether Redis holds any rate counter of the gateway's (one `KEYS` command in RESP).
+fn redis_has_counters(redis: &RedisServer) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", redis.port)) else {
+        return false;
+    };
+    let pattern = "*rl:team-rpm*";
+    let command = format!("*2\r\n$4\r\nKEYS\r\n${}\r\n{pattern}\r\n", pattern.len());
+    let mut reply = [0u8; 512];
+    let read = conn
+        .write_all(command.as_bytes())
+        .and_then(|()| conn.read(&mut reply));
+    // `*0` is an empty list; `*<n>` with n > 0 lists counters.
+    matches!(read, Ok(n) if n > 1 && reply[0] == b'*' && reply[1] != b'0')
 }

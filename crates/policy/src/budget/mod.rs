@@ -32,7 +32,7 @@ pub use webhook::{WebhookNotifier, WebhookOptions, MAX_QUEUED_ALERTS};
 
 use crate::config::{BudgetConfig, OnExhausted, Period, PolicyConfig};
 use crate::error::PolicyError;
-use crate::state::{BudgetLine, Deferred, Reserved, State};
+use crate::state::{BudgetLine, Deferred, Reserve, Reserved, State};
 use crate::subject::{Scope, Subject};
 
 /// How long after its period a budget counter is kept, so that requests that started in
@@ -102,6 +102,27 @@ pub struct BudgetStatus {
     pub limit_usd: Decimal,
     pub spent_usd: Decimal,
     pub reserved_usd: Decimal,
+}
+
+/// A reservation to ask the state for: the budget counters of one subject, the scopes
+/// the kill switch is tested on, and the amount.
+#[derive(Debug)]
+pub(crate) struct Ask {
+    scopes: Vec<Scope>,
+    kill: Vec<String>,
+    lines: Vec<BudgetLine>,
+    info: Vec<LineInfo>,
+    amount: Decimal,
+}
+
+impl Ask {
+    pub(crate) fn reserve(&self) -> Reserve<'_> {
+        Reserve {
+            lines: &self.lines,
+            kill: &self.kill,
+            amount: self.amount,
+        }
+    }
 }
 
 /// What one line of a reservation stands for.
@@ -262,40 +283,67 @@ impl Budgets {
         worst_case: Decimal,
         now: DateTime<Utc>,
     ) -> Result<BudgetDecision, PolicyError> {
-        let amount = worst_case.max(Decimal::ZERO);
+        let ask = self.ask(subject, worst_case, now);
+        let admitted = self.state.0.admit(&[], Some(ask.reserve())).await?;
+        let reserved = admitted.reserved.ok_or(PolicyError::StateUnavailable)?;
+        self.decide(ask, reserved, admitted.local, true)
+    }
+
+    /// What reserving `worst_case` for `subject` asks of the state.
+    pub(crate) fn ask(&self, subject: &Subject, worst_case: Decimal, now: DateTime<Utc>) -> Ask {
         let (lines, info) = self.lines(subject, now);
         let scopes = Scope::of(subject);
-        let kill: Vec<String> = scopes.iter().map(ToString::to_string).collect();
-        let answer = self.state.0.reserve(&lines, &kill, amount).await?;
-        Ok(match answer {
-            Reserved::Granted { local } => BudgetDecision::Reserved(Reservation {
+        Ask {
+            kill: scopes.iter().map(ToString::to_string).collect(),
+            scopes,
+            lines,
+            info,
+            amount: worst_case.max(Decimal::ZERO),
+        }
+    }
+
+    /// The decision for the state's answer to `ask`. With `may_downgrade` false (a chain
+    /// of downgrades is already as long as allowed) a spent budget blocks.
+    pub(crate) fn decide(
+        &self,
+        ask: Ask,
+        reserved: Reserved,
+        local: bool,
+        may_downgrade: bool,
+    ) -> Result<BudgetDecision, PolicyError> {
+        Ok(match reserved {
+            Reserved::Granted => BudgetDecision::Reserved(Reservation {
                 state: self.state.clone(),
                 budgets: self.budgets.clone(),
                 notifier: self.notifier.clone(),
-                lines,
-                info,
-                amount,
+                lines: ask.lines,
+                info: ask.info,
+                amount: ask.amount,
                 local,
                 settled: false,
             }),
             Reserved::Killed { index } => BudgetDecision::Blocked(Blocked::Killed {
-                scope: scopes
+                scope: ask
+                    .scopes
                     .get(index)
                     .cloned()
-                    .unwrap_or_else(|| Scope::Key(subject.key.clone())),
+                    .ok_or(PolicyError::StateUnavailable)?,
             }),
             Reserved::Exhausted { index } => {
-                let Some(info) = info.get(index) else {
+                let Some(info) = ask.info.get(index) else {
                     return Err(PolicyError::StateUnavailable);
                 };
                 let Some(budget) = self.budgets.get(info.budget) else {
                     return Err(PolicyError::StateUnavailable);
                 };
                 match (&budget.on_exhausted, &budget.downgrade_to) {
-                    (OnExhausted::Downgrade, Some(model)) => BudgetDecision::Downgrade {
-                        model: model.clone(),
-                        budget: budget.name.clone(),
-                    },
+                    (OnExhausted::Downgrade, Some(model)) if may_downgrade => {
+                        tracing::info!(budget = %budget.name, to = %model, "budget downgrade");
+                        BudgetDecision::Downgrade {
+                            model: model.clone(),
+                            budget: budget.name.clone(),
+                        }
+                    }
                     _ => BudgetDecision::Blocked(Blocked::Exhausted {
                         budget: budget.name.clone(),
                         scope: info.scope.clone(),

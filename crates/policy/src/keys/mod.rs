@@ -11,6 +11,14 @@
 //!
 //! Secrets are `tg-` and 64 hex digits; only `sha256:<hex>` of a secret is stored, the same
 //! form `tollgate keys hash` prints, so a secret is shown once, at creation or rotation.
+//!
+//! A key's lifetime `max_requests` is enforced here, whatever limits, budgets or state
+//! backend the config has: [`Keys::charge`] counts a request in memory, and the polling
+//! thread adds this node's new requests to the store's durable count and reads every
+//! node's totals back, each [`KEY_POLL_INTERVAL`]. So the count survives restarts and
+//! Redis losing its data; a crash forgets at most the last interval's requests, and nodes
+//! sharing a store may together admit up to one interval's requests past the cap. A
+//! rotation carries the count over to the new secret.
 
 mod postgres;
 mod sqlite;
@@ -21,6 +29,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -136,37 +145,60 @@ pub struct CreatedKey {
     pub secret: String,
 }
 
-/// What a change did.
+/// What an admin change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
+    /// A managed key was created.
     Created,
+    /// A managed key got a new secret.
     Rotated,
+    /// A managed key was revoked.
     Revoked,
+    /// The kill switch was set on a scope.
+    Killed,
+    /// The kill switch was cleared on a scope.
+    Unkilled,
+    /// The config file was reloaded (or a reload was refused).
+    Reloaded,
+    /// Response cache entries were purged.
+    CachePurged,
 }
 
 impl AuditAction {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// Every action, for parsing stored rows.
+    const ALL: [AuditAction; 7] = [
+        AuditAction::Created,
+        AuditAction::Rotated,
+        AuditAction::Revoked,
+        AuditAction::Killed,
+        AuditAction::Unkilled,
+        AuditAction::Reloaded,
+        AuditAction::CachePurged,
+    ];
+
+    /// The stored and logged form.
+    pub fn as_str(self) -> &'static str {
         match self {
             AuditAction::Created => "created",
             AuditAction::Rotated => "rotated",
             AuditAction::Revoked => "revoked",
+            AuditAction::Killed => "killed",
+            AuditAction::Unkilled => "unkilled",
+            AuditAction::Reloaded => "reloaded",
+            AuditAction::CachePurged => "cache_purged",
         }
     }
 
     pub(crate) fn parse(text: &str) -> Result<Self, PolicyError> {
-        match text {
-            "created" => Ok(AuditAction::Created),
-            "rotated" => Ok(AuditAction::Rotated),
-            "revoked" => Ok(AuditAction::Revoked),
-            other => Err(PolicyError::CorruptRow(format!(
-                "unknown audit action '{other}'"
-            ))),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|action| action.as_str() == text)
+            .ok_or_else(|| PolicyError::CorruptRow(format!("unknown audit action '{text}'")))
     }
 }
 
-/// One change to the keys: who did what to which key, when.
+/// One admin change: who did what to which target, when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditEntry {
     /// Increasing; assigned by the store (0 until stored).
@@ -175,8 +207,11 @@ pub struct AuditEntry {
     /// The admin key's name (or `cli`, or whoever the caller says).
     pub actor: String,
     pub action: AuditAction,
-    pub key_id: String,
-    /// The key's name and team on creation; the new key's id on rotation.
+    /// The key's id for key changes, the scope for the kill switch (`team:billing`), the
+    /// config file for a reload, what was purged for the cache.
+    pub target: String,
+    /// The key's name and team on creation; the new key's id on rotation; the outcome of
+    /// other changes.
     pub detail: serde_json::Value,
 }
 
@@ -206,6 +241,17 @@ pub trait KeyStore: Send + Sync {
 
     /// The newest `limit` audit entries, newest first.
     fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, PolicyError>;
+
+    /// Appends the audit entry of a change that is not to a key (kill switch, reload,
+    /// cache purge); the keys' version stays.
+    fn append_audit(&self, audit: &AuditEntry) -> Result<(), PolicyError>;
+
+    /// Adds each `(key id, delta)` to that key's durable lifetime request count. A
+    /// rotation ([`KeyStore::revoke`] with a replacement) copies the count to the new key.
+    fn add_requests(&self, deltas: &[(String, i64)]) -> Result<(), PolicyError>;
+
+    /// The lifetime request count of every key that has one, by key id.
+    fn requests(&self) -> Result<HashMap<String, i64>, PolicyError>;
 }
 
 /// `sha256:<hex>` of a secret: the stored form (the same as `tollgate keys hash`).
@@ -229,9 +275,32 @@ struct Snapshot {
     all: Vec<Arc<ManagedKey>>,
 }
 
+/// One key's lifetime request count on this node.
+#[derive(Debug, Default, Clone, Copy)]
+struct Count {
+    /// Every node's total, as last read from the store.
+    stored: i64,
+    /// This node's requests not yet written (negative after give-backs).
+    pending: i64,
+    /// This node's requests being written now.
+    flushing: i64,
+}
+
+impl Count {
+    fn used(self) -> u64 {
+        (self.stored + self.pending + self.flushing)
+            .max(0)
+            .unsigned_abs()
+    }
+}
+
 struct Inner {
     store: Arc<dyn KeyStore>,
     snapshot: ArcSwap<Snapshot>,
+    /// Lifetime request counts by key id, of keys with `max_requests`.
+    counts: Mutex<HashMap<String, Count>>,
+    /// One count write at a time (the polling thread and a rotation).
+    syncing: Mutex<()>,
 }
 
 impl Inner {
@@ -260,6 +329,72 @@ impl Inner {
         }));
         Ok(())
     }
+
+    /// Writes this node's new requests to the store and reads every node's totals back;
+    /// only while some active key has a `max_requests`.
+    fn sync_counts(&self) -> Result<(), PolicyError> {
+        let capped = self
+            .snapshot
+            .load()
+            .by_hash
+            .values()
+            .any(|k| k.max_requests.is_some());
+        if !capped {
+            return Ok(());
+        }
+        let _one_at_a_time = self.syncing.lock();
+        let deltas: Vec<(String, i64)> = {
+            let mut counts = self.counts.lock();
+            counts
+                .iter_mut()
+                .filter(|(_, c)| c.pending != 0)
+                .map(|(id, c)| {
+                    c.flushing = std::mem::take(&mut c.pending);
+                    (id.clone(), c.flushing)
+                })
+                .collect()
+        };
+        if !deltas.is_empty() {
+            if let Err(err) = self.store.add_requests(&deltas) {
+                let mut counts = self.counts.lock();
+                for (id, _) in &deltas {
+                    if let Some(c) = counts.get_mut(id) {
+                        c.pending += std::mem::take(&mut c.flushing);
+                    }
+                }
+                return Err(err);
+            }
+        }
+        let totals = self.store.requests();
+        let mut counts = self.counts.lock();
+        match totals {
+            Ok(totals) => {
+                for (id, c) in counts.iter_mut() {
+                    c.stored = totals.get(id).copied().unwrap_or(c.stored + c.flushing);
+                    c.flushing = 0;
+                }
+                for (id, total) in totals {
+                    counts.entry(id).or_insert(Count {
+                        stored: total,
+                        ..Count::default()
+                    });
+                }
+                // Counts of keys gone from memory (revoked) are not needed any more.
+                let snapshot = self.snapshot.load();
+                let live: std::collections::HashSet<&str> =
+                    snapshot.by_hash.values().map(|k| k.id.as_str()).collect();
+                counts.retain(|id, c| live.contains(id.as_str()) || c.pending != 0);
+                Ok(())
+            }
+            Err(err) => {
+                // Written, not read back: count what was written.
+                for c in counts.values_mut() {
+                    c.stored += std::mem::take(&mut c.flushing);
+                }
+                Err(err)
+            }
+        }
+    }
 }
 
 /// The managed keys of one node: lookups from memory, changes through the store. Clones
@@ -285,8 +420,11 @@ impl Keys {
         let inner = Arc::new(Inner {
             store,
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            counts: Mutex::new(HashMap::new()),
+            syncing: Mutex::new(()),
         });
         inner.reload()?;
+        inner.sync_counts()?;
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("tollgate-keys".into())
@@ -318,6 +456,51 @@ impl Keys {
         self.inner.snapshot.load().all.clone()
     }
 
+    /// Counts one request against key `id`'s lifetime cap `max`; `None` when the key has
+    /// used them all. The request is given back when the [`Charge`] drops without
+    /// [`Charge::keep`] (a limit or budget refused it after all).
+    pub fn charge(&self, id: &str, max: u64) -> Option<Charge> {
+        let mut counts = self.inner.counts.lock();
+        let count = counts.entry(id.to_owned()).or_default();
+        if count.used() >= max {
+            return None;
+        }
+        count.pending += 1;
+        Some(Charge {
+            inner: Arc::clone(&self.inner),
+            id: id.to_owned(),
+            kept: false,
+        })
+    }
+
+    /// Requests key `id` has used of its `max_requests`, as far as this node knows.
+    pub fn requests_used(&self, id: &str) -> u64 {
+        self.inner
+            .counts
+            .lock()
+            .get(id)
+            .map_or(0, |count| count.used())
+    }
+
+    /// Records an admin change that is not to a key (the kill switch, a reload, a cache
+    /// purge) in the audit trail.
+    pub fn record(
+        &self,
+        actor: &str,
+        action: AuditAction,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), PolicyError> {
+        self.inner.store.append_audit(&AuditEntry {
+            seq: 0,
+            at: Utc::now(),
+            actor: actor.to_owned(),
+            action,
+            target: target.to_owned(),
+            detail,
+        })
+    }
+
     /// Creates a key; the returned secret is not stored anywhere.
     pub fn create(&self, new: NewKey, actor: &str) -> Result<CreatedKey, PolicyError> {
         check_new(&new)?;
@@ -342,7 +525,7 @@ impl Keys {
             at: now,
             actor: actor.to_owned(),
             action: AuditAction::Created,
-            key_id: key.id.clone(),
+            target: key.id.clone(),
             detail: serde_json::json!({
                 "name": key.name,
                 "team": key.team,
@@ -358,6 +541,8 @@ impl Keys {
     /// the old one revoked, in one transaction.
     pub fn rotate(&self, id: &str, actor: &str) -> Result<CreatedKey, PolicyError> {
         self.inner.reload()?;
+        // The store copies the old key's count to the new one: write this node's first.
+        self.inner.sync_counts()?;
         let old = self
             .get(id)
             .ok_or_else(|| PolicyError::KeyNotFound(id.to_owned()))?;
@@ -375,11 +560,12 @@ impl Keys {
             at: now,
             actor: actor.to_owned(),
             action: AuditAction::Rotated,
-            key_id: id.to_owned(),
+            target: id.to_owned(),
             detail: serde_json::json!({ "replaced_by": key.id }),
         };
         self.inner.store.revoke(id, now, Some(&key), &audit)?;
         self.inner.reload()?;
+        self.inner.sync_counts()?;
         Ok(CreatedKey { key, secret })
     }
 
@@ -392,7 +578,7 @@ impl Keys {
             at: now,
             actor: actor.to_owned(),
             action: AuditAction::Revoked,
-            key_id: id.to_owned(),
+            target: id.to_owned(),
             detail: serde_json::json!({}),
         };
         self.inner.store.revoke(id, now, None, &audit)?;
@@ -431,6 +617,40 @@ fn check_new(new: &NewKey) -> Result<(), PolicyError> {
     Ok(())
 }
 
+/// A request counted against a key's `max_requests` by [`Keys::charge`].
+pub struct Charge {
+    inner: Arc<Inner>,
+    id: String,
+    kept: bool,
+}
+
+impl Charge {
+    /// The request goes ahead: it stays counted.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        if let Some(count) = self.inner.counts.lock().get_mut(&self.id) {
+            count.pending -= 1;
+        }
+    }
+}
+
+impl std::fmt::Debug for Charge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Charge")
+            .field("key", &self.id)
+            .field("kept", &self.kept)
+            .finish()
+    }
+}
+
 /// The polling loop of [`Keys::open`]; ends when the cache is gone.
 fn poll(inner: &Weak<Inner>) {
     loop {
@@ -440,6 +660,9 @@ fn poll(inner: &Weak<Inner>) {
         };
         if let Err(err) = inner.refresh() {
             tracing::warn!(error = %err, "key store poll failed; serving the last loaded keys");
+        }
+        if let Err(err) = inner.sync_counts() {
+            tracing::warn!(error = %err, "key request counts not written; retrying");
         }
     }
 }

@@ -1,11 +1,12 @@
 //! The shared key store: PostgreSQL, for several gateway nodes.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use postgres::error::SqlState;
-use postgres::{Client, NoTls, Transaction};
+use postgres::{Client, GenericClient, NoTls, Transaction};
 
 use super::sqlite::SELECT_KEYS;
 use super::{
@@ -49,6 +50,10 @@ CREATE TABLE IF NOT EXISTS gateway_key_version (
     version BIGINT NOT NULL
 );
 INSERT INTO gateway_key_version (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS gateway_key_requests (
+    key_id TEXT PRIMARY KEY,
+    requests BIGINT NOT NULL
+);
 ";
 
 /// Managed keys in PostgreSQL. Connects again lazily after the connection breaks. Plain
@@ -150,18 +155,23 @@ fn insert_key(tx: &mut Transaction<'_>, key: &ManagedKey) -> Result<(), PolicyEr
     }
 }
 
-fn record(tx: &mut Transaction<'_>, audit: &AuditEntry) -> Result<(), PolicyError> {
-    tx.execute(
+fn append(client: &mut impl GenericClient, audit: &AuditEntry) -> Result<(), PolicyError> {
+    client.execute(
         "INSERT INTO gateway_key_audit (at_ms, actor, action, key_id, detail)
          VALUES ($1, $2, $3, $4, $5)",
         &[
             &to_ms(audit.at),
             &audit.actor,
             &audit.action.as_str(),
-            &audit.key_id,
+            &audit.target,
             &audit.detail.to_string(),
         ],
     )?;
+    Ok(())
+}
+
+fn record(tx: &mut Transaction<'_>, audit: &AuditEntry) -> Result<(), PolicyError> {
+    append(tx, audit)?;
     tx.execute(
         "UPDATE gateway_key_version SET version = version + 1 WHERE id = 1",
         &[],
@@ -230,6 +240,11 @@ impl KeyStore for PostgresKeyStore {
             )?;
             if let Some(key) = replacement {
                 insert_key(&mut tx, key)?;
+                tx.execute(
+                    "INSERT INTO gateway_key_requests (key_id, requests)
+                     SELECT $1, requests FROM gateway_key_requests WHERE key_id = $2",
+                    &[&key.id, &id],
+                )?;
             }
             record(&mut tx, audit)?;
             tx.commit()?;
@@ -255,12 +270,43 @@ impl KeyStore for PostgresKeyStore {
                         at: from_ms(row.try_get(1)?)?,
                         actor: row.try_get(2)?,
                         action: AuditAction::parse(&action)?,
-                        key_id: row.try_get(4)?,
+                        target: row.try_get(4)?,
                         detail: serde_json::from_str(&detail).map_err(|err| {
                             PolicyError::CorruptRow(format!("audit detail: {err}"))
                         })?,
                     })
                 })
+                .collect()
+        })
+    }
+
+    fn append_audit(&self, audit: &AuditEntry) -> Result<(), PolicyError> {
+        self.with_client(|client| append(client, audit))
+    }
+
+    fn add_requests(&self, deltas: &[(String, i64)]) -> Result<(), PolicyError> {
+        self.with_client(|client| {
+            let mut tx = client.transaction()?;
+            let add = tx.prepare(
+                "INSERT INTO gateway_key_requests (key_id, requests)
+                 VALUES ($1, GREATEST($2::bigint, 0))
+                 ON CONFLICT (key_id) DO UPDATE
+                 SET requests = GREATEST(gateway_key_requests.requests + $2::bigint, 0)",
+            )?;
+            for (id, delta) in deltas {
+                tx.execute(&add, &[id, delta])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn requests(&self) -> Result<HashMap<String, i64>, PolicyError> {
+        self.with_client(|client| {
+            client
+                .query("SELECT key_id, requests FROM gateway_key_requests", &[])?
+                .iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
                 .collect()
         })
     }

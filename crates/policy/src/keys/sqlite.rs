@@ -1,6 +1,7 @@
 //! The embedded key store: one SQLite file (WAL), shareable by several processes on one
 //! machine.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -47,6 +48,10 @@ CREATE TABLE IF NOT EXISTS gateway_key_version (
     version INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO gateway_key_version (id, version) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS gateway_key_requests (
+    key_id TEXT PRIMARY KEY,
+    requests INTEGER NOT NULL
+);
 ";
 
 pub(super) const SELECT_KEYS: &str = "SELECT id, name, hash, team, user_name, models, routes, \
@@ -132,18 +137,23 @@ fn insert_key(tx: &rusqlite::Transaction<'_>, key: &ManagedKey) -> Result<(), Po
     }
 }
 
-fn record(tx: &rusqlite::Transaction<'_>, audit: &AuditEntry) -> Result<(), PolicyError> {
-    tx.execute(
+fn append(conn: &Connection, audit: &AuditEntry) -> Result<(), PolicyError> {
+    conn.execute(
         "INSERT INTO gateway_key_audit (at_ms, actor, action, key_id, detail)
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
             to_ms(audit.at),
             audit.actor,
             audit.action.as_str(),
-            audit.key_id,
+            audit.target,
             audit.detail.to_string(),
         ],
     )?;
+    Ok(())
+}
+
+fn record(tx: &rusqlite::Transaction<'_>, audit: &AuditEntry) -> Result<(), PolicyError> {
+    append(tx, audit)?;
     tx.execute(
         "UPDATE gateway_key_version SET version = version + 1 WHERE id = 1",
         [],
@@ -218,6 +228,11 @@ impl KeyStore for SqliteKeyStore {
         )?;
         if let Some(key) = replacement {
             insert_key(&tx, key)?;
+            tx.execute(
+                "INSERT INTO gateway_key_requests (key_id, requests)
+                 SELECT ?1, requests FROM gateway_key_requests WHERE key_id = ?2",
+                params![key.id, id],
+            )?;
         }
         record(&tx, audit)?;
         tx.commit()?;
@@ -240,11 +255,38 @@ impl KeyStore for SqliteKeyStore {
                 at: from_ms(row.get(1)?)?,
                 actor: row.get(2)?,
                 action: AuditAction::parse(&action)?,
-                key_id: row.get(4)?,
+                target: row.get(4)?,
                 detail: serde_json::from_str(&detail)
                     .map_err(|err| PolicyError::CorruptRow(format!("audit detail: {err}")))?,
             });
         }
         Ok(entries)
+    }
+
+    fn append_audit(&self, audit: &AuditEntry) -> Result<(), PolicyError> {
+        append(&self.conn.lock(), audit)
+    }
+
+    fn add_requests(&self, deltas: &[(String, i64)]) -> Result<(), PolicyError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut add = tx.prepare_cached(
+                "INSERT INTO gateway_key_requests (key_id, requests) VALUES (?1, MAX(?2, 0))
+                 ON CONFLICT (key_id) DO UPDATE SET requests = MAX(requests + ?2, 0)",
+            )?;
+            for (id, delta) in deltas {
+                add.execute(params![id, delta])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn requests(&self) -> Result<HashMap<String, i64>, PolicyError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached("SELECT key_id, requests FROM gateway_key_requests")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }

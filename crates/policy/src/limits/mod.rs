@@ -7,9 +7,18 @@
 //! admitted on the caller's estimate; [`Permit::correct`] replaces it with the metered
 //! count. Dropping the [`Permit`] ends the request for the concurrency limits.
 //!
+//! [`Limiter::admit_reserving`] also reserves the request's worst-case cost on its
+//! budgets in the same atomic step (one Redis round trip): when a budget refuses, the
+//! admission is undone, and a budget that says `downgrade` sends the request through the
+//! limits again as a request for its cheaper model.
+//!
+//! Counters are named after their limit and what defines their meaning (scope, and the
+//! `rpm` or `tpm` figure): a config reload that keeps a limit keeps its counts, one that
+//! changes it starts it afresh.
+//!
 //! When limits refuse a request, the action is chosen as follows: if any refusing limit
-//! says `reject` (or the request can never fit: more tokens than a whole minute's limit,
-//! or a key past its `max_requests`), the request is rejected. Otherwise, if any says
+//! says `reject` (or the request can never fit: more tokens than a whole minute's
+//! limit), the request is rejected. Otherwise, if any says
 //! `downgrade`, the request is re-admitted as a request for that limit's `downgrade_to`
 //! model (a limit never applies to requests for its own downgrade target). Otherwise all
 //! refusing limits say `queue`: the request waits its turn in the first one's queue and
@@ -29,9 +38,12 @@ use tokio::sync::Notify;
 pub use headers::{Quota, RateHeaders};
 use queue::{FairQueue, Ticket};
 
+use rust_decimal::Decimal;
+
+use crate::budget::{Blocked, BudgetDecision, Budgets, Reservation};
 use crate::config::{LimitConfig, OnExceed, PolicyConfig};
 use crate::error::PolicyError;
-use crate::state::{Check, Deferred, Outcome, State};
+use crate::state::{Check, Deferred, Outcome, Reserved, State};
 use crate::subject::Subject;
 
 /// Most model changes one admission follows (`a` downgrades to `b`, `b` to `c`…); a longer
@@ -58,7 +70,7 @@ pub enum LimitKind {
     Tokens,
     /// Requests in flight.
     Concurrency,
-    /// The key's lifetime `max_requests`.
+    /// A managed key's lifetime `max_requests` (see [`crate::Keys::charge`]).
     KeyRequests,
 }
 
@@ -84,6 +96,32 @@ pub enum Admission {
     Rejected(Rejection),
 }
 
+/// The answer of [`Limiter::admit_reserving`].
+// Returned once per request and taken apart at once: boxing the common, large variant
+// would cost an allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Verdict {
+    /// Forward the request (to [`Permit::model`] when a limit or budget downgraded it);
+    /// keep the permit until it has finished and settle the reservation.
+    Granted(Permit, Reservation),
+    /// A limit refused: answer 429 with [`Rejection::headers`].
+    Rejected(Rejection),
+    /// A budget or the kill switch refused: answer 429 `insufficient_quota`.
+    Blocked(Blocked),
+}
+
+/// Prices a model's worst case for a request (USD).
+pub type WorstCase<'a> = &'a (dyn Fn(&str) -> Decimal + Sync);
+
+/// What one admission run decided; the reservation is there iff budgets were asked.
+#[allow(clippy::large_enum_variant)] // as for `Verdict`
+enum Ran {
+    Granted(Permit, Option<Reservation>),
+    Rejected(Rejection),
+    Blocked(Blocked),
+}
+
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -100,6 +138,18 @@ pub struct Rejection {
 }
 
 impl Rejection {
+    /// The refusal of a managed key that has used its lifetime `max_requests`: final, no
+    /// `Retry-After`.
+    pub fn key_requests_used() -> Self {
+        Self {
+            limit: "max_requests".to_owned(),
+            kind: LimitKind::KeyRequests,
+            retry_after: None,
+            queued: false,
+            rate: RateHeaders::default(),
+        }
+    }
+
     /// The rate headers plus `retry-after` (whole seconds, rounded up) and
     /// `retry-after-ms`, for the 429 answer.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
@@ -207,8 +257,8 @@ impl fmt::Debug for Permit {
 
 /// One counter of one limit, for one request.
 struct Planned {
-    /// Index into the limits; `None` for the key's `max_requests`.
-    limit: Option<usize>,
+    /// Index into the limits.
+    limit: usize,
     kind: LimitKind,
     check: Check,
 }
@@ -250,6 +300,45 @@ impl Limiter {
     /// `queue` limit says so. Errors only with [`PolicyError::StateUnavailable`] (Redis
     /// down and `on_failure: closed`; answer 503).
     pub async fn admit(&self, subject: &Subject, tokens: u64) -> Result<Admission, PolicyError> {
+        Ok(match self.run(subject, tokens, None).await? {
+            Ran::Granted(permit, _) => Admission::Granted(permit),
+            Ran::Rejected(rejection) => Admission::Rejected(rejection),
+            // Only budgets block, and none were asked.
+            Ran::Blocked(_) => return Err(PolicyError::StateUnavailable),
+        })
+    }
+
+    /// [`Limiter::admit`] and [`Budgets::reserve`] in one atomic step: the request is
+    /// admitted by the limits and reserves `worst_case(model)` on its budgets, or neither.
+    /// A budget that says `downgrade` re-admits the request for its cheaper model (with
+    /// that model's worst case), within [`MAX_DOWNGRADES`] model changes in all.
+    pub async fn admit_reserving(
+        &self,
+        subject: &Subject,
+        tokens: u64,
+        budgets: &Budgets,
+        worst_case: WorstCase<'_>,
+    ) -> Result<Verdict, PolicyError> {
+        Ok(
+            match self
+                .run(subject, tokens, Some((budgets, worst_case)))
+                .await?
+            {
+                Ran::Granted(permit, Some(reservation)) => Verdict::Granted(permit, reservation),
+                // A run with budgets always reserves before it grants.
+                Ran::Granted(_, None) => return Err(PolicyError::StateUnavailable),
+                Ran::Rejected(rejection) => Verdict::Rejected(rejection),
+                Ran::Blocked(blocked) => Verdict::Blocked(blocked),
+            },
+        )
+    }
+
+    async fn run(
+        &self,
+        subject: &Subject,
+        tokens: u64,
+        budgets: Option<(&Budgets, WorstCase<'_>)>,
+    ) -> Result<Ran, PolicyError> {
         let started = Instant::now();
         let mut subject = subject.clone();
         let mut model = None;
@@ -262,12 +351,19 @@ impl Limiter {
                 if let Some((key, limit)) = self.busy_queue(&plan) {
                     match self.wait_turn(&subject, &key, limit).await {
                         Some(entered) => ticket = Some(entered),
-                        None => return Ok(Admission::Rejected(self.queue_full(&plan, limit))),
+                        None => return Ok(Ran::Rejected(self.queue_full(&plan, limit))),
                     }
                 }
             }
             let checks: Vec<Check> = plan.iter().map(|p| p.check.clone()).collect();
-            let admitted = self.state.0.admit(&checks).await?;
+            let ask = budgets.map(|(budgets, worst_case)| {
+                budgets.ask(&subject, worst_case(&subject.model), chrono::Utc::now())
+            });
+            let admitted = self
+                .state
+                .0
+                .admit(&checks, ask.as_ref().map(|ask| ask.reserve()))
+                .await?;
             let rate = rate_headers(&plan, &admitted.outcomes);
             let refused: Vec<(&Planned, &Outcome)> = plan
                 .iter()
@@ -275,24 +371,40 @@ impl Limiter {
                 .filter(|(_, outcome)| !outcome.allowed)
                 .collect();
             if refused.is_empty() {
-                return Ok(Admission::Granted(self.permit(
+                let reservation = match (budgets, ask) {
+                    (Some((budgets, _)), Some(ask)) => {
+                        let reserved = admitted.reserved.unwrap_or(Reserved::Granted);
+                        let may_downgrade = downgrades < MAX_DOWNGRADES;
+                        match budgets.decide(ask, reserved, admitted.local, may_downgrade)? {
+                            BudgetDecision::Reserved(reservation) => Some(reservation),
+                            BudgetDecision::Blocked(blocked) => return Ok(Ran::Blocked(blocked)),
+                            BudgetDecision::Downgrade { model: to, .. } => {
+                                downgrades += 1;
+                                subject.model.clone_from(&to);
+                                model = Some(to);
+                                ticket = None;
+                                continue;
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                let permit = self.permit(
                     &plan,
                     admitted.local,
                     tokens,
                     model,
                     rate,
                     started.elapsed(),
-                )));
+                );
+                return Ok(Ran::Granted(permit, reservation));
             }
-            let action = |p: &Planned| {
-                p.limit
-                    .map_or(OnExceed::Reject, |i| self.limits[i].on_exceed)
-            };
+            let action = |p: &Planned| self.limits[p.limit].on_exceed;
             let hopeless = |p: &Planned, o: &Outcome| {
                 o.retry_after.is_none() && p.kind != LimitKind::Concurrency
             };
             let reject = |p: &Planned, o: &Outcome, queued: bool| {
-                Ok(Admission::Rejected(self.rejection(p, o, rate, queued)))
+                Ok(Ran::Rejected(self.rejection(p, o, rate, queued)))
             };
             if let Some((p, o)) = refused
                 .iter()
@@ -304,9 +416,9 @@ impl Limiter {
                 .iter()
                 .find(|(p, _)| action(p) == OnExceed::Downgrade)
             {
-                let to = p
-                    .limit
-                    .and_then(|i| self.limits[i].downgrade_to.clone())
+                let to = self.limits[p.limit]
+                    .downgrade_to
+                    .clone()
                     .unwrap_or_default();
                 downgrades += 1;
                 if downgrades > MAX_DOWNGRADES || to.is_empty() {
@@ -322,9 +434,7 @@ impl Limiter {
             let Some((p, o)) = refused.first() else {
                 continue;
             };
-            let Some(index) = p.limit else {
-                return reject(p, o, false);
-            };
+            let index = p.limit;
             let wait = match (p.kind, o.retry_after) {
                 (LimitKind::Concurrency, _) | (_, None) => CONCURRENCY_POLL,
                 (_, Some(wait)) => wait,
@@ -355,7 +465,7 @@ impl Limiter {
         }
     }
 
-    /// The counters that apply to `subject`, in config order, then the key's lifetime cap.
+    /// The counters that apply to `subject`, in config order.
     fn plan(&self, subject: &Subject, tokens: u64) -> Vec<Planned> {
         let prefix = self.state.0.prefix();
         let mut plan = Vec::new();
@@ -371,13 +481,21 @@ impl Limiter {
             let Some(value) = limit.scope.value(subject) else {
                 continue;
             };
-            let key = |kind: &str| format!("{prefix}rl:{}:{kind}:{value}", limit.name);
+            // Named after what gives the count its meaning: a reload that changes the scope
+            // or the rate starts the counter afresh, one that keeps them keeps it.
+            let key = |kind: &str| {
+                format!(
+                    "{prefix}rl:{}:{}:{kind}:{value}",
+                    limit.name,
+                    limit.scope.as_str()
+                )
+            };
             if let Some(rpm) = limit.rpm {
                 plan.push(Planned {
-                    limit: Some(index),
+                    limit: index,
                     kind: LimitKind::Requests,
                     check: Check::Rate {
-                        key: key("r"),
+                        key: key(&format!("r{rpm}")),
                         limit: rpm,
                         cost: 1,
                     },
@@ -385,10 +503,10 @@ impl Limiter {
             }
             if let Some(tpm) = limit.tpm {
                 plan.push(Planned {
-                    limit: Some(index),
+                    limit: index,
                     kind: LimitKind::Tokens,
                     check: Check::Rate {
-                        key: key("t"),
+                        key: key(&format!("t{tpm}")),
                         limit: tpm,
                         cost: tokens,
                     },
@@ -396,21 +514,11 @@ impl Limiter {
             }
             if let Some(max) = limit.concurrency {
                 plan.push(Planned {
-                    limit: Some(index),
+                    limit: index,
                     kind: LimitKind::Concurrency,
                     check: Check::Concurrency { key: key("c"), max },
                 });
             }
-        }
-        if let Some(max) = subject.max_requests {
-            plan.push(Planned {
-                limit: None,
-                kind: LimitKind::KeyRequests,
-                check: Check::Count {
-                    key: format!("{prefix}kq:{}", subject.key),
-                    max,
-                },
-            });
         }
         plan
     }
@@ -419,7 +527,7 @@ impl Limiter {
     fn busy_queue(&self, plan: &[Planned]) -> Option<(String, usize)> {
         let queues = self.queues.lock();
         plan.iter().find_map(|p| {
-            let index = p.limit?;
+            let index = p.limit;
             if self.limits[index].on_exceed != OnExceed::Queue {
                 return None;
             }
@@ -462,7 +570,7 @@ impl Limiter {
     fn queue_full(&self, plan: &[Planned], limit: usize) -> Rejection {
         let kind = plan
             .iter()
-            .find(|p| p.limit == Some(limit))
+            .find(|p| p.limit == limit)
             .map_or(LimitKind::Requests, |p| p.kind);
         Rejection {
             limit: self.limits[limit].name.clone(),
@@ -479,10 +587,7 @@ impl Limiter {
             _ => o.retry_after,
         };
         Rejection {
-            limit: p.limit.map_or_else(
-                || "max_requests".to_owned(),
-                |i| self.limits[i].name.clone(),
-            ),
+            limit: self.limits[p.limit].name.clone(),
             kind: p.kind,
             retry_after,
             queued,

@@ -14,7 +14,8 @@ use parking_lot::Mutex;
 use rust_decimal::Decimal;
 
 use super::{
-    gcra, Admitted, Backend, BudgetLine, Check, Crossed, Deferred, Outcome, Reserved, StateHealth,
+    gcra, Admitted, Backend, BudgetLine, Check, Crossed, Deferred, Outcome, Reserve, Reserved,
+    StateHealth,
 };
 use crate::error::PolicyError;
 
@@ -34,7 +35,6 @@ struct BudgetCell {
 struct Maps {
     rates: HashMap<String, f64>,
     in_flight: HashMap<String, u64>,
-    counts: HashMap<String, u64>,
     budgets: HashMap<String, BudgetCell>,
     killed: HashSet<String>,
     sweep_at: usize,
@@ -62,7 +62,7 @@ impl Memory {
         self.epoch.elapsed().as_secs_f64() * 1000.0
     }
 
-    pub(crate) fn admit_now(&self, checks: &[Check]) -> Admitted {
+    pub(crate) fn admit_now(&self, checks: &[Check], reserve: Option<Reserve<'_>>) -> Admitted {
         let now = self.now_ms();
         let mut maps = self.maps.lock();
         let mut outcomes = Vec::with_capacity(checks.len());
@@ -75,17 +75,26 @@ impl Memory {
                 }
                 Check::Concurrency { key, max } => {
                     let used = maps.in_flight.get(key).copied().unwrap_or(0);
-                    (counted(used, *max), None)
-                }
-                Check::Count { key, max } => {
-                    let used = maps.counts.get(key).copied().unwrap_or(0);
-                    (counted(used, *max), None)
+                    (in_flight(used, *max), None)
                 }
             };
             outcomes.push(outcome);
             new_tats.push(new_tat);
         }
+        let mut reserved = None;
         if outcomes.iter().all(|o| o.allowed) {
+            if let Some(reserve) = reserve {
+                let answer = reserve_in(&mut maps, reserve);
+                let granted = answer == Reserved::Granted;
+                reserved = Some(answer);
+                if !granted {
+                    return Admitted {
+                        outcomes,
+                        reserved,
+                        local: true,
+                    };
+                }
+            }
             for (check, new_tat) in checks.iter().zip(new_tats) {
                 match check {
                     Check::Rate { key, .. } => {
@@ -96,13 +105,13 @@ impl Memory {
                     Check::Concurrency { key, .. } => {
                         *maps.in_flight.entry(key.clone()).or_default() += 1;
                     }
-                    Check::Count { key, .. } => *maps.counts.entry(key.clone()).or_default() += 1,
                 }
             }
             sweep(&mut maps, now);
         }
         Admitted {
             outcomes,
+            reserved,
             local: true,
         }
     }
@@ -134,32 +143,6 @@ impl Memory {
                 }
             }
         }
-    }
-
-    pub(crate) fn reserve_now(
-        &self,
-        lines: &[BudgetLine],
-        kill: &[String],
-        amount: Decimal,
-    ) -> Reserved {
-        let mut maps = self.maps.lock();
-        if let Some(index) = kill.iter().position(|entry| maps.killed.contains(entry)) {
-            return Reserved::Killed { index };
-        }
-        for (index, line) in lines.iter().enumerate() {
-            let cell = maps.budgets.get(&line.key);
-            let committed = cell.map_or(Decimal::ZERO, |c| c.spent + c.reserved);
-            if line.enforce && committed >= line.limit {
-                return Reserved::Exhausted { index };
-            }
-        }
-        for line in lines {
-            let cell = maps.budgets.entry(line.key.clone()).or_default();
-            cell.reserved += amount;
-            cell.expires_at_ms = line.expires_at_ms;
-        }
-        sweep(&mut maps, self.now_ms());
-        Reserved::Granted { local: true }
     }
 
     pub(crate) fn settle_now(
@@ -243,8 +226,33 @@ impl Memory {
     }
 }
 
-/// The outcome of a plain counter at `used` of `max`.
-fn counted(used: u64, max: u64) -> Outcome {
+/// Kill-switch entries first, then every enforced line; reserves on every line iff all
+/// pass.
+fn reserve_in(maps: &mut Maps, reserve: Reserve<'_>) -> Reserved {
+    if let Some(index) = reserve
+        .kill
+        .iter()
+        .position(|entry| maps.killed.contains(entry))
+    {
+        return Reserved::Killed { index };
+    }
+    for (index, line) in reserve.lines.iter().enumerate() {
+        let cell = maps.budgets.get(&line.key);
+        let committed = cell.map_or(Decimal::ZERO, |c| c.spent + c.reserved);
+        if line.enforce && committed >= line.limit {
+            return Reserved::Exhausted { index };
+        }
+    }
+    for line in reserve.lines {
+        let cell = maps.budgets.entry(line.key.clone()).or_default();
+        cell.reserved += reserve.amount;
+        cell.expires_at_ms = line.expires_at_ms;
+    }
+    Reserved::Granted
+}
+
+/// The outcome of a concurrency counter at `used` of `max`.
+fn in_flight(used: u64, max: u64) -> Outcome {
     let allowed = used < max;
     Outcome {
         allowed,
@@ -273,21 +281,16 @@ fn sweep(maps: &mut Maps, now: f64) {
 
 #[async_trait]
 impl Backend for Memory {
-    async fn admit(&self, checks: &[Check]) -> Result<Admitted, PolicyError> {
-        Ok(self.admit_now(checks))
+    async fn admit(
+        &self,
+        checks: &[Check],
+        reserve: Option<Reserve<'_>>,
+    ) -> Result<Admitted, PolicyError> {
+        Ok(self.admit_now(checks, reserve))
     }
 
     fn defer(&self, op: Deferred, _local: bool) {
         self.apply(op);
-    }
-
-    async fn reserve(
-        &self,
-        lines: &[BudgetLine],
-        kill: &[String],
-        amount: Decimal,
-    ) -> Result<Reserved, PolicyError> {
-        Ok(self.reserve_now(lines, kill, amount))
     }
 
     async fn settle(
@@ -343,12 +346,12 @@ mod tests {
     fn idle_counters_are_swept_once_the_map_has_grown() {
         let memory = Memory::new("");
         for i in 0..FIRST_SWEEP_AT - 1 {
-            assert!(memory.admit_now(&[rate(format!("k{i}"))]).outcomes[0].allowed);
+            assert!(memory.admit_now(&[rate(format!("k{i}"))], None).outcomes[0].allowed);
         }
         assert_eq!(memory.maps.lock().rates.len(), FIRST_SWEEP_AT - 1);
         // Each bucket is full again 60 µs after its request.
         std::thread::sleep(std::time::Duration::from_millis(5));
-        memory.admit_now(&[rate("last".into())]);
+        memory.admit_now(&[rate("last".into())], None);
         let maps = memory.maps.lock();
         assert_eq!(maps.rates.len(), 1, "only the live counter is kept");
         assert_eq!(maps.sweep_at, FIRST_SWEEP_AT);

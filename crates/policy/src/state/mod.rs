@@ -6,15 +6,15 @@
 //! - rate counters: one GCRA "theoretical arrival time" per limit and scope value
 //!   (module [`gcra`]);
 //! - concurrency counters: requests in flight per limit and scope value;
-//! - lifetime request counters of keys with `max_requests`;
 //! - budget counters: spent and reserved USD per budget, period and scope value, and
 //!   which alert thresholds fired;
 //! - the kill switch: blocked scopes.
 //!
-//! Admission ([`Backend::admit`]) and budget reservation ([`Backend::reserve`]) are each
-//! one atomic step (one Lua script in Redis). Giving capacity back (a finished request's
-//! concurrency slot, a token correction, an unsettled reservation) is queued with
-//! [`Backend::defer`] and may be applied in batches.
+//! Admission and budget reservation ([`Backend::admit`]) are one atomic step (one Lua
+//! script in Redis, so one round trip per request): the rate counters are checked, then
+//! the kill switch and the budgets, and everything is charged only when all of them pass.
+//! Giving capacity back (a finished request's concurrency slot, a token correction, an
+//! unsettled reservation) is queued with [`Backend::defer`] and may be applied in batches.
 
 pub(crate) mod gcra;
 mod memory;
@@ -38,16 +38,12 @@ pub(crate) enum Check {
     Rate { key: String, limit: u64, cost: u64 },
     /// In-flight requests, at most `max`.
     Concurrency { key: String, max: u64 },
-    /// A lifetime counter, at most `max`.
-    Count { key: String, max: u64 },
 }
 
 impl Check {
     pub(crate) fn key(&self) -> &str {
         match self {
-            Check::Rate { key, .. } | Check::Concurrency { key, .. } | Check::Count { key, .. } => {
-                key
-            }
+            Check::Rate { key, .. } | Check::Concurrency { key, .. } => key,
         }
     }
 }
@@ -61,15 +57,28 @@ pub(crate) struct Outcome {
     /// Until the counter is back to its full capacity (rate counters; zero for others).
     pub(crate) reset: Duration,
     /// Rate counters: when the request would fit. `None` when waiting cannot help (a
-    /// request larger than the limit, a spent lifetime count) or is unknown (concurrency).
+    /// request larger than the limit) or is unknown (concurrency).
     pub(crate) retry_after: Option<Duration>,
+}
+
+/// A budget reservation asked for together with an admission.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reserve<'a> {
+    pub(crate) lines: &'a [BudgetLine],
+    /// Kill-switch entries (scopes) to test first.
+    pub(crate) kill: &'a [String],
+    /// Reserved on every line.
+    pub(crate) amount: Decimal,
 }
 
 /// The answer of [`Backend::admit`].
 #[derive(Debug, Clone)]
 pub(crate) struct Admitted {
-    /// One per check, in order; every check was charged iff every one is allowed.
+    /// One per check, in order. Every check was charged iff every one is allowed and the
+    /// reservation, when one was asked for, is [`Reserved::Granted`].
     pub(crate) outcomes: Vec<Outcome>,
+    /// The reservation's answer, when one was asked for and every check passed.
+    pub(crate) reserved: Option<Reserved>,
     /// Charged on this node's local counters because Redis was unreachable
     /// (`on_failure: open`); releases must go to the same place.
     pub(crate) local: bool,
@@ -100,11 +109,11 @@ pub(crate) struct BudgetLine {
     pub(crate) expires_at_ms: i64,
 }
 
-/// The answer of [`Backend::reserve`].
+/// The answer of a reservation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Reserved {
     /// Every line was charged `amount` as reserved.
-    Granted { local: bool },
+    Granted,
     /// Line `index` was spent; nothing was charged.
     Exhausted { index: usize },
     /// Kill-switch entry `index` of the call is set; nothing was charged.
@@ -133,20 +142,17 @@ pub enum StateHealth {
 /// What a backend does; see the module doc.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync {
-    /// Checks every counter; charges all of them iff all pass.
-    async fn admit(&self, checks: &[Check]) -> Result<Admitted, PolicyError>;
+    /// Checks every counter; when all pass and `reserve` is given, tests its kill-switch
+    /// entries and then every enforced line's `spent + reserved < limit`. Charges the
+    /// counters and reserves `amount` on every line iff everything passes.
+    async fn admit(
+        &self,
+        checks: &[Check],
+        reserve: Option<Reserve<'_>>,
+    ) -> Result<Admitted, PolicyError>;
 
     /// Queues a give-back; never blocks. `local` says where the charge was made.
     fn defer(&self, op: Deferred, local: bool);
-
-    /// Kill-switch entries first, then every enforced line's `spent + reserved < limit`;
-    /// reserves `amount` on every line iff all pass.
-    async fn reserve(
-        &self,
-        lines: &[BudgetLine],
-        kill: &[String],
-        amount: Decimal,
-    ) -> Result<Reserved, PolicyError>;
 
     /// Moves a reservation into spend and reports thresholds crossed for the first time.
     /// Never fails: spend that cannot be written now is kept and written later.

@@ -1,8 +1,9 @@
 //! The shared backend: every counter in Redis, so all nodes enforce one limit and one
-//! budget. Each decision is one Lua script (atomic on the server): admission checks and
-//! charges every counter of a request at once; reservation checks the kill switch and every
-//! budget counter at once. Rate counters use the Redis server's clock (`TIME`), so node
-//! clocks do not matter. Standalone Redis (or a primary with replicas); not Redis Cluster,
+//! budget. Admitting a request is one Lua script (atomic on the server, one round trip):
+//! it checks every rate and concurrency counter of the request, then the kill switch and
+//! every budget counter, and charges them all only when all pass; a reservation that
+//! fails leaves the admission undone (nothing is written). Rate counters use the Redis
+//! server's clock (`TIME`), so node clocks do not matter. Standalone Redis (or a primary with replicas); not Redis Cluster,
 //! since one script touches keys of several hash slots.
 //!
 //! Local batching, and what it costs in accuracy:
@@ -13,7 +14,7 @@
 //!   stricter for that long; a token correction upward (a request used more tokens than
 //!   estimated) reaches the shared counter up to [`FLUSH_INTERVAL`] late, so other nodes may
 //!   admit up to that interval's under-counted tokens more.
-//! - Admission and reservation are never batched: each is one round trip.
+//! - Admission with its reservation is never batched: one round trip per request.
 //!
 //! Failure handling: a command that fails or takes longer than the configured timeout marks
 //! Redis down. Then `on_failure: open` uses a per-node [`Memory`] backend (rate and
@@ -41,7 +42,7 @@ use tokio::sync::Notify;
 
 use super::{
     from_nanos, to_nanos, Admitted, Backend, BudgetLine, Check, Crossed, Deferred, Memory, Outcome,
-    Reserved, StateHealth,
+    Reserve, Reserved, StateHealth,
 };
 use crate::config::OnFailure;
 use crate::error::PolicyError;
@@ -125,7 +126,6 @@ impl Pending {
 struct Scripts {
     admit: Script,
     giveback: Script,
-    reserve: Script,
     settle: Script,
     rebuild: Script,
 }
@@ -171,7 +171,6 @@ impl RedisBackend {
             scripts: Scripts {
                 admit: Script::new(include_str!("lua/admit.lua")),
                 giveback: Script::new(include_str!("lua/giveback.lua")),
-                reserve: Script::new(include_str!("lua/reserve.lua")),
                 settle: Script::new(include_str!("lua/settle.lua")),
                 rebuild: Script::new(include_str!("lua/rebuild.lua")),
             },
@@ -310,41 +309,39 @@ impl RedisBackend {
         &self,
         conn: &mut MultiplexedConnection,
         checks: &[Check],
+        reserve: Option<Reserve<'_>>,
     ) -> redis::RedisResult<Vec<i64>> {
         let mut call = self.scripts.admit.prepare_invoke();
         call.key(self.node_key())
+            .key(self.kill_key())
             .arg(&self.node_id)
             .arg(NODE_TTL.as_millis() as u64)
-            .arg(format!("{}node:", self.prefix));
+            .arg(format!("{}node:", self.prefix))
+            .arg(checks.len());
         for check in checks {
             match check {
                 Check::Rate { key, limit, cost } => call.key(key).arg("r").arg(*limit).arg(*cost),
                 Check::Concurrency { key, max } => call.key(key).arg("c").arg(*max).arg(1),
-                Check::Count { key, max } => call.key(key).arg("n").arg(*max).arg(1),
             };
         }
-        call.invoke_async(conn).await
-    }
-
-    async fn run_reserve(
-        &self,
-        conn: &mut MultiplexedConnection,
-        lines: &[BudgetLine],
-        kill: &[String],
-        amount: Decimal,
-    ) -> redis::RedisResult<Vec<String>> {
-        let mut call = self.scripts.reserve.prepare_invoke();
-        call.key(self.kill_key())
-            .arg(to_nanos(amount))
-            .arg(kill.len());
-        for entry in kill {
-            call.arg(entry);
-        }
-        for line in lines {
-            call.key(&line.key)
-                .arg(to_nanos(line.limit))
-                .arg(u8::from(line.enforce))
-                .arg(line.expires_at_ms);
+        match reserve {
+            None => {
+                call.arg(0).arg(0).arg(0);
+            }
+            Some(reserve) => {
+                call.arg(1)
+                    .arg(to_nanos(reserve.amount))
+                    .arg(reserve.kill.len());
+                for entry in reserve.kill {
+                    call.arg(entry);
+                }
+                for line in reserve.lines {
+                    call.key(&line.key)
+                        .arg(to_nanos(line.limit))
+                        .arg(u8::from(line.enforce))
+                        .arg(line.expires_at_ms);
+                }
+            }
         }
         call.invoke_async(conn).await
     }
@@ -379,15 +376,13 @@ impl RedisBackend {
         }
     }
 
-    fn remember(&self, lines: &[BudgetLine], spent: &[String]) {
+    fn remember(&self, lines: &[BudgetLine], spent: &[i64]) {
         let mut seen = self.seen.lock();
         if seen.len() + lines.len() > MAX_SEEN_KEYS {
             seen.clear();
         }
-        for (line, text) in lines.iter().zip(spent) {
-            if let Ok(nanos) = text.parse::<i64>() {
-                seen.insert(line.key.clone(), from_nanos(nanos));
-            }
+        for (line, nanos) in lines.iter().zip(spent) {
+            seen.insert(line.key.clone(), from_nanos(*nanos));
         }
     }
 
@@ -535,11 +530,12 @@ async fn heartbeat(backend: Weak<RedisBackend>) {
     }
 }
 
-fn parse_outcomes(raw: &[i64], count: usize) -> Option<Vec<Outcome>> {
-    if raw.len() != 1 + 4 * count {
-        return None;
-    }
-    let outcomes = raw[1..]
+/// The admit script's answer: the outcome of every check, the reservation's answer (when
+/// it was tried) and the spend of every budget counter (when it was granted).
+fn parse_admit(raw: &[i64], count: usize) -> Option<(Vec<Outcome>, Option<Reserved>, &[i64])> {
+    let (head, rest) = raw.split_at_checked(3)?;
+    let (checks, spent) = rest.split_at_checked(4 * count)?;
+    let outcomes = checks
         .chunks_exact(4)
         .map(|c| Outcome {
             allowed: c[0] == 1,
@@ -548,7 +544,15 @@ fn parse_outcomes(raw: &[i64], count: usize) -> Option<Vec<Outcome>> {
             retry_after: (c[3] >= 0).then(|| Duration::from_millis(c[3].unsigned_abs())),
         })
         .collect();
-    Some(outcomes)
+    let index = usize::try_from(head[2]).ok();
+    let reserved = match head[1] {
+        -1 => None,
+        0 => Some(Reserved::Granted),
+        1 => Some(Reserved::Exhausted { index: index? }),
+        2 => Some(Reserved::Killed { index: index? }),
+        _ => return None,
+    };
+    Some((outcomes, reserved, spent))
 }
 
 fn unexpected(what: &str) -> redis::RedisError {
@@ -561,40 +565,56 @@ fn unexpected(what: &str) -> redis::RedisError {
 
 #[async_trait]
 impl Backend for RedisBackend {
-    async fn admit(&self, checks: &[Check]) -> Result<Admitted, PolicyError> {
-        if checks.is_empty() {
+    async fn admit(
+        &self,
+        checks: &[Check],
+        reserve: Option<Reserve<'_>>,
+    ) -> Result<Admitted, PolicyError> {
+        if checks.is_empty() && reserve.is_none() {
             return Ok(Admitted {
                 outcomes: Vec::new(),
+                reserved: None,
                 local: false,
             });
         }
-        let Some(mut conn) = self.connection().await else {
-            return self.fallback(|| self.local.admit_now(checks));
-        };
-        let answer = self
-            .run_admit(&mut conn, checks)
-            .await
-            .and_then(|raw| parse_outcomes(&raw, checks.len()).ok_or_else(|| unexpected("admit")));
-        match answer {
-            Ok(outcomes) => {
-                if outcomes.iter().all(|o| o.allowed) {
-                    let mut pending = self.pending.lock();
-                    for check in checks {
-                        if let Check::Concurrency { key, .. } = check {
-                            *pending.in_flight.entry(key.clone()).or_default() += 1;
-                        }
-                    }
-                }
-                Ok(Admitted {
-                    outcomes,
-                    local: false,
-                })
+        let local = || {
+            if let Some(reserve) = reserve {
+                self.seed_local(reserve.lines);
             }
+            self.local.admit_now(checks, reserve)
+        };
+        let Some(mut conn) = self.connection().await else {
+            return self.fallback(local);
+        };
+        let raw = match self.run_admit(&mut conn, checks, reserve).await {
+            Ok(raw) => raw,
             Err(err) => {
                 self.broken(&err.to_string());
-                self.fallback(|| self.local.admit_now(checks))
+                return self.fallback(local);
+            }
+        };
+        let Some((outcomes, reserved, spent)) = parse_admit(&raw, checks.len()) else {
+            self.broken(&unexpected("admit").to_string());
+            return self.fallback(local);
+        };
+        let charged = outcomes.iter().all(|o| o.allowed)
+            && reserved.as_ref().is_none_or(|r| *r == Reserved::Granted);
+        if charged {
+            if let Some(reserve) = reserve {
+                self.remember(reserve.lines, spent);
+            }
+            let mut pending = self.pending.lock();
+            for check in checks {
+                if let Check::Concurrency { key, .. } = check {
+                    *pending.in_flight.entry(key.clone()).or_default() += 1;
+                }
             }
         }
+        Ok(Admitted {
+            outcomes,
+            reserved,
+            local: false,
+        })
     }
 
     fn defer(&self, op: Deferred, local: bool) {
@@ -622,45 +642,6 @@ impl Backend for RedisBackend {
         pending.queued += 1;
         if pending.queued >= FLUSH_BATCH {
             self.flush_now.notify_one();
-        }
-    }
-
-    async fn reserve(
-        &self,
-        lines: &[BudgetLine],
-        kill: &[String],
-        amount: Decimal,
-    ) -> Result<Reserved, PolicyError> {
-        let local = || {
-            self.seed_local(lines);
-            self.local.reserve_now(lines, kill, amount)
-        };
-        let Some(mut conn) = self.connection().await else {
-            return self.fallback(local);
-        };
-        let answer = self.run_reserve(&mut conn, lines, kill, amount).await;
-        let parsed = answer.and_then(|raw| {
-            let index = |i: usize| {
-                raw.get(i)
-                    .and_then(|text| text.parse::<usize>().ok())
-                    .ok_or_else(|| unexpected("reserve"))
-            };
-            match raw.first().map(String::as_str) {
-                Some("0") => {
-                    self.remember(lines, &raw[1..]);
-                    Ok(Reserved::Granted { local: false })
-                }
-                Some("1") => Ok(Reserved::Exhausted { index: index(1)? }),
-                Some("2") => Ok(Reserved::Killed { index: index(1)? }),
-                _ => Err(unexpected("reserve")),
-            }
-        });
-        match parsed {
-            Ok(reserved) => Ok(reserved),
-            Err(err) => {
-                self.broken(&err.to_string());
-                self.fallback(local)
-            }
         }
     }
 
