@@ -1,6 +1,7 @@
 //! Where shipped records end up, and the aggregation queries over them. Both sinks key
-//! rows by request id and skip ids they already hold, which makes replaying the spool
-//! after a crash harmless.
+//! rows by record id (minted by the gateway for every request) and skip ids they already
+//! hold, which makes replaying the spool after a crash harmless; the client's request id
+//! is an ordinary column, since clients may reuse theirs.
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,7 +21,7 @@ pub use self::sqlite::SqliteSink;
 /// A store of usage records. Calls block (disk or network); from async code run them on
 /// a blocking thread.
 pub trait Sink: Send + Sync {
-    /// Stores the records in one transaction, skipping request ids already stored;
+    /// Stores the records in one transaction, skipping record ids already stored;
     /// returns how many were new. Returns only once the transaction is durable.
     fn write_batch(&self, records: &[UsageRecord]) -> Result<u64, LedgerError>;
 

@@ -182,4 +182,13 @@ pub(crate) fn run(sink: &dyn Sink) {
         until_ms: None,
     };
     assert_eq!(sink.aggregate(&empty).unwrap(), []);
+
+    // A client that sends the same request id twice made two requests: two records.
+    // Replaying the second is still a no-op, since rows are keyed by record id.
+    let mut retried = records()[0].clone();
+    retried.record_id = "a-retried".to_owned();
+    assert_eq!(sink.write_batch(&[retried.clone()]).unwrap(), 1);
+    assert_eq!(sink.write_batch(&[retried]).unwrap(), 0);
+    let by_key = sink.aggregate(&all(GroupBy::Key)).unwrap();
+    assert_eq!(by_key[0], totals(Some("k1"), 3, 0, "1.43456789012345678"));
 }
