@@ -795,3 +795,32 @@ async fn cached_input_and_reasoning_tokens_reach_the_ledger() {
         );
     }
 }
+
+#[tokio::test]
+async fn with_estimates_off_an_answer_without_usage_is_recorded_as_unknown() {
+    let mock = Mock::start(&["--no-usage", "--tokens", "5", "--token-delay", "1ms"]);
+    let config = format!("{}metering:\n  estimate: false\n", priced_config(&mock));
+    let gw = Gateway::start(&config).await;
+    for stream in [false, true] {
+        let id = format!("unknown-{stream}");
+        let mut body = chat_body("m-openai");
+        body["stream"] = json!(stream);
+        let resp = client()
+            .post(gw.chat_url())
+            .bearer_auth(TEST_KEY)
+            .header("x-request-id", &id)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{id}");
+        resp.text().await.unwrap();
+    }
+    gw.usage("team").await;
+    let db = gw.dir.0.join("usage.db");
+    for id in ["unknown-false", "unknown-true"] {
+        let (input, output, _, _, estimated, cost) = tokens_of(&db, id);
+        assert_eq!((input, output, estimated), (0, 0, true), "{id}");
+        assert_eq!(cost, "0", "{id}");
+    }
+}
