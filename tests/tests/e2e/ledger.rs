@@ -824,3 +824,39 @@ async fn with_estimates_off_an_answer_without_usage_is_recorded_as_unknown() {
         assert_eq!(cost, "0", "{id}");
     }
 }
+
+#[tokio::test]
+async fn models_without_a_price_are_warned_about_at_start_and_on_reload() {
+    let mock = Mock::start(&["--tokens", "3"]);
+    // Every model priced but m-bedrock.
+    let config = priced_config(&mock).replace(
+        "m-bedrock: { provider: p-bedrock, model: anthropic.claude-3-haiku-20240307-v1:0, price: { input: 1.0, output: 2.0 } }",
+        "m-bedrock: { provider: p-bedrock, model: anthropic.claude-3-haiku-20240307-v1:0 }",
+    );
+    assert!(!config.contains("v1:0, price"), "{config}");
+    let gw = Gateway::start_logging(&config).await;
+    let warnings = |gw: &Gateway| {
+        std::fs::read_to_string(gw.log_path())
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| {
+                v["level"] == "WARN" && v["fields"]["message"].to_string().contains("price")
+            })
+            .map(|v| v["fields"]["model"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(warnings(&gw), ["m-bedrock"]);
+    let resp = client()
+        .post(format!("{}/admin/reload", gw.admin_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let warned_again = eventually(Duration::from_secs(10), || async {
+        warnings(&gw).len() == 2
+    })
+    .await;
+    assert!(warned_again, "{:?}", warnings(&gw));
+    assert_eq!(warnings(&gw), ["m-bedrock", "m-bedrock"]);
+}
