@@ -348,7 +348,8 @@ pub fn print_usage(
     }
 }
 
-/// A usage query from text: `by` is team, key, model, route, day or month; `since` and
+/// A usage query from text: `by` is team, key, model, route, day, month or `tag:<name>`
+/// (totals by that tag's value); `since` and
 /// `until` are RFC 3339 times or dates (`2026-11-01`), UTC.
 pub fn usage_query(
     by: &str,
@@ -386,6 +387,10 @@ mod query_tests {
         assert_eq!(q.since_ms, Some(1_793_491_200_000));
         assert_eq!(q.until_ms, Some(1_796_083_200_000));
         assert!(usage_query("colour", None, None).is_err());
+        assert_eq!(
+            usage_query("tag:feature", None, None).unwrap().by,
+            tollgate_ledger::GroupBy::Tag("feature".to_owned())
+        );
         assert!(usage_query("day", Some("yesterday"), None).is_err());
     }
 }

@@ -860,3 +860,55 @@ async fn models_without_a_price_are_warned_about_at_start_and_on_reload() {
     assert!(warned_again, "{:?}", warnings(&gw));
     assert_eq!(warnings(&gw), ["m-bedrock", "m-bedrock"]);
 }
+
+#[tokio::test]
+async fn usage_is_totalled_by_tag_value_on_the_admin_api_and_the_cli() {
+    let mock = Mock::start(&["--tokens", "3", "--token-delay", "1ms"]);
+    let gw = Gateway::start(&priced_config(&mock)).await;
+    for feature in [Some("search"), Some("search"), Some("chat"), None] {
+        let mut body = chat_body("m-openai");
+        if let Some(feature) = feature {
+            body["metadata"] = json!({ "feature": feature });
+        }
+        assert_eq!(gw.chat(body).await.status(), 200);
+    }
+    let totals = gw.usage("tag:feature").await;
+    assert_eq!(totals["by"], "tag:feature", "{totals}");
+    let rows: Vec<(Value, u64)> = totals["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["group"].clone(), r["requests"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        rows,
+        [(Value::Null, 1), (json!("chat"), 1), (json!("search"), 2)],
+        "{totals}"
+    );
+    let search = &totals["rows"][2];
+    let cost: f64 = search["cost"].as_str().unwrap().parse().unwrap();
+    let (input, output) = (
+        search["input_tokens"].as_u64().unwrap(),
+        search["output_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(output, 6, "{totals}");
+    assert!((cost - cost_of(input, output)).abs() < 1e-12, "{totals}");
+
+    let out = std::process::Command::new(bin_dir().join("tollgate"))
+        .args(["usage", "--by", "tag:feature", "-c"])
+        .arg(&gw.config_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("search") && l.contains(" 2 ")),
+        "{printed}"
+    );
+}

@@ -155,7 +155,8 @@ fn pg_opt(text: &Option<String>) -> Option<Cow<'_, str>> {
     text.as_deref().map(pg_text)
 }
 
-fn group_expr(by: GroupBy) -> &'static str {
+/// The grouping's SQL expression; a tag's value is looked up by the name bound to `$3`.
+fn group_expr(by: &GroupBy) -> &'static str {
     match by {
         GroupBy::Team => "team",
         GroupBy::Key => "key_name",
@@ -167,6 +168,7 @@ fn group_expr(by: GroupBy) -> &'static str {
         GroupBy::Month => {
             "to_char(TIMESTAMP '1970-01-01' + time_ms * INTERVAL '1 millisecond', 'YYYY-MM')"
         }
+        GroupBy::Tag(_) => "(record -> 'tags' ->> $3::text)",
     }
 }
 
@@ -224,10 +226,13 @@ impl Sink for PostgresSink {
                     COALESCE(SUM(reasoning_tokens), 0)::bigint, COALESCE(SUM(cost), 0)::text
              FROM usage_records WHERE time_ms >= $1 AND time_ms < $2
              GROUP BY 1 ORDER BY ({group}) COLLATE \"C\" NULLS FIRST",
-            group = group_expr(query.by)
+            group = group_expr(&query.by)
         );
         let (since, until) = query.bounds();
-        let rows = self.with_client(|client| client.query(&sql, &[&since, &until]))?;
+        let rows = self.with_client(|client| match &query.by {
+            GroupBy::Tag(name) => client.query(&sql, &[&since, &until, &pg_text(name)]),
+            _ => client.query(&sql, &[&since, &until]),
+        })?;
         rows.iter()
             .map(|row| {
                 let cost: String = row.try_get(7)?;

@@ -120,7 +120,8 @@ impl SqliteSink {
     }
 }
 
-fn group_expr(by: GroupBy) -> &'static str {
+/// The grouping's SQL expression; a tag's value is looked up by the name bound to `?3`.
+fn group_expr(by: &GroupBy) -> &'static str {
     match by {
         GroupBy::Team => "team",
         GroupBy::Key => "key_name",
@@ -128,6 +129,7 @@ fn group_expr(by: GroupBy) -> &'static str {
         GroupBy::Route => "route",
         GroupBy::Day => "strftime('%Y-%m-%d', time_ms / 1000, 'unixepoch')",
         GroupBy::Month => "strftime('%Y-%m', time_ms / 1000, 'unixepoch')",
+        GroupBy::Tag(_) => "(SELECT value FROM json_each(record, '$.tags') WHERE key = ?3)",
     }
 }
 
@@ -178,12 +180,16 @@ impl Sink for SqliteSink {
                     SUM(cached_input_tokens), SUM(reasoning_tokens), decimal_sum(cost)
              FROM usage_records WHERE time_ms >= ?1 AND time_ms < ?2
              GROUP BY grp ORDER BY grp NULLS FIRST",
-            group_expr(query.by)
+            group_expr(&query.by)
         );
         let (since, until) = query.bounds();
         let conn = self.conn.lock();
         let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![since, until], |row| {
+        let mut bound: Vec<&dyn rusqlite::ToSql> = vec![&since, &until];
+        if let GroupBy::Tag(name) = &query.by {
+            bound.push(name);
+        }
+        let rows = stmt.query_map(bound.as_slice(), |row| {
             Ok((
                 row.get::<_, Option<String>>(0)?,
                 [
