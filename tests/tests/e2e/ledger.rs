@@ -556,7 +556,7 @@ async fn a_reused_request_id_gets_a_record_per_request() {
     assert!(
         by_request
             .iter()
-            .any(|(request, records)| records == &[request.clone()]),
+            .any(|(request, records)| records.as_slice() == std::slice::from_ref(request)),
         "{by_request:?}"
     );
 }
