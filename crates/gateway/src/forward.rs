@@ -450,6 +450,7 @@ impl Exchange<'_> {
         let usage = match translated.usage {
             Some(usage) => usage,
             None if self.estimating() => self.estimate(&response_text(&translated.body)),
+            // Not estimating: the answer's text is not even extracted.
             None => self.estimate(""),
         };
         ctx.usage = Some(usage);
@@ -905,7 +906,6 @@ async fn relay_rejection(session: &mut Session, ctx: &mut RequestCtx, status: u1
     }
 }
 
-/// Sets the outcome of the latest attempt in the usage record.
 /// Adds an attempt to the request's history, timed from now.
 fn start_attempt(ctx: &mut RequestCtx, attempt: LedgerAttempt) {
     ctx.accounting.attempts.push(attempt);
