@@ -522,6 +522,34 @@ pub fn ledger_rows(db: &Path) -> std::collections::HashMap<String, LedgerRow> {
     .collect()
 }
 
+/// The record ids in a ledger's SQLite database, by the client's request id. Rows are
+/// keyed by record id, so a request recorded twice shows as two ids under one request id.
+pub fn record_ids_by_request(db: &Path) -> std::collections::HashMap<String, Vec<String>> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT request_id, record_id FROM usage_records ORDER BY record_id")
+        .unwrap();
+    let mut by_request: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for row in stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .unwrap()
+    {
+        let (request, record) = row.unwrap();
+        by_request.entry(request).or_default().push(record);
+    }
+    by_request
+}
+
+/// Client request ids with more than one record, for tests that send each id once.
+pub fn duplicated_requests(db: &Path) -> Vec<(String, Vec<String>)> {
+    let mut twice: Vec<_> = record_ids_by_request(db)
+        .into_iter()
+        .filter(|(_, records)| records.len() > 1)
+        .collect();
+    twice.sort();
+    twice
+}
+
 impl Gateway {
     /// Waits until the ledger has shipped every spooled record to the sink, and returns
     /// the totals `/admin/usage` reports by `by`.

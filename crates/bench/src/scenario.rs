@@ -332,6 +332,20 @@ loads:
     }
 
     #[test]
+    fn every_scenario_file_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/scenarios");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                names.push(scenario.name);
+            }
+        }
+        assert!(names.iter().any(|n| n == "j-metering"), "{names:?}");
+    }
+
+    #[test]
     fn quick_mode_shortens() {
         let mut s = parse(FILE).unwrap();
         s.quicken();

@@ -31,6 +31,12 @@ pub struct Config {
     /// Where usage records go. Default: SQLite at `data/usage.db`, spool in `data/spool`.
     #[serde(default)]
     pub ledger: LedgerConfig,
+    /// How the gateway counts tokens the providers do not report.
+    #[serde(default)]
+    pub metering: MeteringConfig,
+    /// What the per-request access log line carries.
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
     /// OpenTelemetry traces; off when absent.
     #[serde(default)]
     pub telemetry: Option<TelemetryConfig>,
@@ -112,6 +118,35 @@ pub struct LedgerConfig {
     /// `durability: process`: how often the spool is fsynced. Default 1s.
     #[serde(default = "default_fsync_interval", with = "humantime_serde")]
     pub fsync_interval: Duration,
+}
+
+/// Token counting by the gateway itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeteringConfig {
+    /// Count tokens with tiktoken (o200k) when a provider reports no usage, or a stream
+    /// ends before its report (cut, or the client left): the text of every streamed answer
+    /// is tokenized as it passes. `false` skips that work; such records then hold only what
+    /// the provider reported (often nothing), still flagged `estimated`. (default true)
+    #[serde(default = "default_true")]
+    pub estimate: bool,
+}
+
+impl Default for MeteringConfig {
+    fn default() -> Self {
+        Self { estimate: true }
+    }
+}
+
+/// The access log: one JSON line per request on stderr, target `access`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// Add the prompt's text, as the route's guardrails left it (redacted where they
+    /// redact; as sent on a route without guardrails), cut to its first 4 KiB. (default
+    /// false)
+    #[serde(default)]
+    pub prompt: bool,
 }
 
 /// How far a usage record is written before the answer it accounts for completes.

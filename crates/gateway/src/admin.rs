@@ -223,7 +223,8 @@ impl Admin {
         }
     }
 
-    /// `GET /admin/usage?by=team&since=2026-11-01&until=2026-12-01`: totals per group.
+    /// `GET /admin/usage?by=team&since=2026-11-01&until=2026-12-01`: totals per group
+    /// (`by=tag:<name>` totals by the value of that request tag).
     async fn usage(&self, query: &str) -> (StatusCode, Vec<u8>) {
         let mut by = "team".to_owned();
         let (mut since, mut until) = (None, None);

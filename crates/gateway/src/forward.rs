@@ -72,8 +72,20 @@ pub struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    /// Usage counted by the gateway when the provider reported none (flagged estimated).
+    /// Whether the gateway counts tokens the provider did not report (`metering.estimate`).
+    fn estimating(&self) -> bool {
+        self.snapshot.config.metering.estimate
+    }
+
+    /// Usage counted by the gateway when the provider reported none (flagged estimated);
+    /// nothing but the flag when estimating is off.
     fn estimate(&self, output_text: &str) -> tollgate_core::Usage {
+        if !self.estimating() {
+            return tollgate_core::Usage {
+                estimated: true,
+                ..Default::default()
+            };
+        }
         let mut prompt = String::new();
         self.ingress.prompt_text(&mut prompt);
         tollgate_core::Usage {
@@ -169,13 +181,17 @@ impl Exchange<'_> {
             let request = self.request_for(ctx, wire, candidate, &endpoint, key.as_ref())?;
             ctx.accounting.provider = Some(candidate.provider.to_string());
             ctx.accounting.endpoint = Some(endpoint_url(&endpoint));
-            ctx.accounting.attempts.push(LedgerAttempt {
-                model: candidate.model.to_string(),
-                provider: candidate.provider.to_string(),
-                endpoint: endpoint_url(&endpoint),
-                outcome: "pending".to_owned(),
-                status: None,
-            });
+            start_attempt(
+                ctx,
+                LedgerAttempt {
+                    model: candidate.model.to_string(),
+                    provider: candidate.provider.to_string(),
+                    endpoint: endpoint_url(&endpoint),
+                    outcome: "pending".to_owned(),
+                    status: None,
+                    duration_ms: None,
+                },
+            );
             let guard = pool.start(endpoint.index);
             let started = Instant::now();
             let mut outcome = self
@@ -189,6 +205,17 @@ impl Exchange<'_> {
                     json_retried = true;
                     ctx.accounting.discarded_usage = ctx.usage.take();
                     set_outcome(ctx, "invalid_json", Some(200));
+                    if let Some(retry) = ctx.accounting.attempts.last().cloned() {
+                        start_attempt(
+                            ctx,
+                            LedgerAttempt {
+                                outcome: "pending".to_owned(),
+                                status: None,
+                                duration_ms: None,
+                                ..retry
+                            },
+                        );
+                    }
                     let request =
                         self.request_for(ctx, wire, candidate, &endpoint, key.as_ref())?;
                     let started = Instant::now();
@@ -422,7 +449,9 @@ impl Exchange<'_> {
         };
         let usage = match translated.usage {
             Some(usage) => usage,
-            None => self.estimate(&response_text(&translated.body)),
+            None if self.estimating() => self.estimate(&response_text(&translated.body)),
+            // Not estimating: the answer's text is not even extracted.
+            None => self.estimate(""),
         };
         ctx.usage = Some(usage);
         let mut body = translated.body;
@@ -479,7 +508,7 @@ impl Exchange<'_> {
         let timeouts = &self.plan.timeouts;
         upstream.set_read_timeout(Some(timeouts.first_token));
         let _active = self.gateway.metrics.stream_started();
-        let mut relay = StreamRelay::new(framing, translator);
+        let mut relay = StreamRelay::new(framing, translator, self.estimating());
         if ctx.cache_fill.is_some() {
             relay.tap = Some(StreamTap::new(ctx.dialect));
         }
@@ -506,9 +535,11 @@ impl Exchange<'_> {
             if relay.committed() && !relay.out.is_empty() && !relay.saw_done {
                 if let Err(gone) = relay.flush(session, ctx).await {
                     // The client left mid-stream: what was generated so far still counts.
-                    ctx.usage = Some(
-                        self.estimate_stream(relay.translator.usage(), relay.output_tokens.total()),
-                    );
+                    ctx.usage =
+                        Some(self.estimate_stream(
+                            relay.translator.usage(),
+                            relay.output_tokens_counted(),
+                        ));
                     return gone;
                 }
             }
@@ -527,7 +558,7 @@ impl Exchange<'_> {
         let complete = matches!(end, StreamEnd::Finished);
         ctx.usage = Some(match relay.translator.usage() {
             Some(usage) if complete => usage,
-            reported => self.estimate_stream(reported, relay.output_tokens.total()),
+            reported => self.estimate_stream(reported, relay.output_tokens_counted()),
         });
         match end {
             StreamEnd::Finished => {
@@ -629,8 +660,9 @@ enum Decoder {
 struct StreamRelay {
     decoder: Decoder,
     translator: StreamTranslator,
-    /// Output tokens counted from the generated text, for when the provider reports none.
-    output_tokens: tollgate_metering::TokenCounter,
+    /// Output tokens counted from the generated text, for when the provider reports none;
+    /// `None` when `metering.estimate` is off.
+    output_tokens: Option<tollgate_metering::TokenCounter>,
     out: Vec<u8>,
     has_output: bool,
     header_sent: bool,
@@ -640,7 +672,7 @@ struct StreamRelay {
 }
 
 impl StreamRelay {
-    fn new(framing: Framing, translator: StreamTranslator) -> Self {
+    fn new(framing: Framing, translator: StreamTranslator, count_output: bool) -> Self {
         let decoder = match framing {
             Framing::Sse => Decoder::Sse(SseDecoder::new(), Vec::new()),
             Framing::EventStream => Decoder::EventStream(EventStreamDecoder::new(), Vec::new()),
@@ -648,13 +680,18 @@ impl StreamRelay {
         Self {
             decoder,
             translator,
-            output_tokens: tollgate_metering::TokenCounter::new(),
+            output_tokens: count_output.then(tollgate_metering::TokenCounter::new),
             out: Vec::new(),
             has_output: false,
             header_sent: false,
             saw_done: false,
             tap: None,
         }
+    }
+
+    /// Output tokens counted so far; 0 when not counting.
+    fn output_tokens_counted(&self) -> u64 {
+        self.output_tokens.as_ref().map_or(0, |c| c.total())
     }
 
     fn committed(&self) -> bool {
@@ -696,7 +733,11 @@ impl StreamRelay {
                 (error, framing)
             }
         };
-        translator.drain_output_text(|text| output_tokens.push(text));
+        translator.drain_output_text(|text| {
+            if let Some(counter) = output_tokens {
+                counter.push(text);
+            }
+        });
         upstream_error.or_else(|| {
             framing.map(|problem| {
                 UpstreamError::new(
@@ -877,11 +918,22 @@ async fn relay_rejection(session: &mut Session, ctx: &mut RequestCtx, status: u1
     }
 }
 
-/// Sets the outcome of the latest attempt in the usage record.
+/// Adds an attempt to the request's history, timed from now.
+fn start_attempt(ctx: &mut RequestCtx, attempt: LedgerAttempt) {
+    ctx.accounting.attempts.push(attempt);
+    ctx.accounting.attempt_started = Some(Instant::now());
+}
+
+/// How the latest attempt ended, and how long it took.
 fn set_outcome(ctx: &mut RequestCtx, outcome: &str, status: Option<u16>) {
+    let duration_ms = ctx
+        .accounting
+        .attempt_started
+        .map(|started| started.elapsed().as_millis() as u64);
     if let Some(last) = ctx.accounting.attempts.last_mut() {
         outcome.clone_into(&mut last.outcome);
         last.status = status;
+        last.duration_ms = duration_ms;
     }
 }
 

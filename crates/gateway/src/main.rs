@@ -61,11 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Total the usage ledger by team, key, model, route, day or month.
+    /// Total the usage ledger by team, key, model, route, day, month or tag.
     Usage {
         #[arg(short, long, default_value = "conf/tollgate.yaml")]
         config: PathBuf,
-        /// team, key, model, route, day or month.
+        /// team, key, model, route, day, month, or tag:<name> (by that tag's value).
         #[arg(long, default_value = "team")]
         by: String,
         /// From this date or RFC 3339 time (inclusive).

@@ -78,7 +78,12 @@ impl Gateway {
 
 /// What one request did, for the access log.
 pub struct RequestCtx {
+    /// The client's `x-request-id` when it sent a sane one, else [`RequestCtx::record_id`]:
+    /// echoed in the answer, forwarded upstream, in every log line.
     pub id: RequestId,
+    /// Minted here for every request, unique whatever the client sends: the usage
+    /// record's key.
+    pub record_id: RequestId,
     pub started: Instant,
     pub key: Option<Arc<str>>,
     pub route: Option<Arc<str>>,
@@ -113,6 +118,8 @@ pub struct RequestCtx {
     pub admitted: Option<Admitted>,
     /// `x-ratelimit-*` headers for the answer.
     pub rate_headers: Vec<(&'static str, String)>,
+    /// The prompt as the guardrails left it, when `access_log.prompt` is on.
+    pub logged_prompt: Option<String>,
 }
 
 #[async_trait]
@@ -120,8 +127,10 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
+        let record_id = RequestId::new();
         RequestCtx {
-            id: RequestId::new(),
+            id: record_id.clone(),
+            record_id,
             started: Instant::now(),
             key: None,
             route: None,
@@ -143,6 +152,7 @@ impl ProxyHttp for Gateway {
             readiness: self.readiness.clone(),
             admitted: None,
             rate_headers: Vec::new(),
+            logged_prompt: None,
         }
     }
 
@@ -160,13 +170,9 @@ impl ProxyHttp for Gateway {
 
     /// Answers the request. Always returns `Ok(true)`: the response has been written.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.id = RequestId::from_client_or_new(
-            session
-                .req_header()
-                .headers
-                .get("x-request-id")
-                .map(|v| v.as_bytes()),
-        );
+        if let Some(client_id) = session.req_header().headers.get("x-request-id") {
+            ctx.id = RequestId::from_client_or_new(Some(client_id.as_bytes()));
+        }
         let snapshot = self.snapshot.load_full();
         ctx.snapshot = Some(snapshot.clone());
         if hardening::screen(session, ctx, &snapshot.config.server.client.limits).await {
@@ -221,49 +227,7 @@ impl ProxyHttp for Gateway {
             cost: rust_decimal::prelude::ToPrimitive::to_f64(&ctx.accounting.cost),
             team: ctx.accounting.team.as_deref().unwrap_or(""),
         });
-        // The ledger's fields, never prompt or answer text.
-        let usage = ctx.usage.unwrap_or_default();
-        let acc = &ctx.accounting;
-        let guardrails = (!acc.guardrails.is_empty()).then(|| {
-            acc.guardrails
-                .iter()
-                .map(|a| {
-                    format!(
-                        "{}:{}:{}:{}x{}",
-                        a.guardrail, a.direction, a.action, a.reason, a.count
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        });
-        tracing::info!(
-            target: "access",
-            request_id = %ctx.id,
-            status = ctx.status,
-            key = ctx.key.as_deref(),
-            team = acc.team.as_deref(),
-            user = acc.user.as_deref(),
-            requested_model = acc.requested_model.as_deref(),
-            route = ctx.route.as_deref(),
-            model = ctx.model.as_deref(),
-            provider = acc.provider.as_deref(),
-            endpoint = acc.endpoint.as_deref(),
-            attempts = ctx.attempts,
-            fallback = ctx.fallback,
-            stream = ctx.stream,
-            error = ctx.error,
-            guardrails,
-            input_tokens = usage.input_tokens,
-            output_tokens = usage.output_tokens,
-            cached_input_tokens = usage.cached_input_tokens,
-            reasoning_tokens = usage.reasoning_tokens,
-            estimated = usage.estimated,
-            cost_usd = %acc.cost,
-            ttft_ms = ctx
-                .first_byte
-                .map(|t| t.saturating_duration_since(ctx.started).as_millis() as u64),
-            duration_ms = ctx.started.elapsed().as_millis() as u64,
-        );
+        crate::usage::access_log(ctx);
     }
 }
 
@@ -373,6 +337,9 @@ impl Gateway {
                 ctx.route = Some(plan.route.clone());
             }
             ctx.answer_guard = verdict.answer.map(Arc::new);
+        }
+        if snap.config.access_log.prompt {
+            ctx.logged_prompt = Some(crate::usage::prompt_for_log(&parsed));
         }
 
         // A managed key's lifetime cap first: it is final, and cheap to check.

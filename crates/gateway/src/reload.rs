@@ -169,6 +169,7 @@ impl Reloader {
                     providers_kept = ?done.providers_kept,
                     "config reloaded"
                 );
+                crate::usage::warn_unpriced(&self.snapshot.load().config);
                 for setting in &done.restart_needed {
                     tracing::warn!(
                         setting,

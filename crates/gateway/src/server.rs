@@ -88,6 +88,7 @@ fn launch(config: Config, source: Option<(PathBuf, String)>, upgrade: bool) -> E
             return ExitCode::FAILURE;
         }
     };
+    crate::usage::warn_unpriced(&snapshot.config);
     let server_cfg = snapshot.config.server.clone();
     let listener_tls = match server_cfg.tls.as_ref().map(ListenerTls::load).transpose() {
         Ok(tls) => tls.map(Arc::new),

@@ -62,7 +62,7 @@ pub struct LedgerStats {
 ///
 /// A record is durable once its [`Durable`] resolves; from then on neither a crash nor a
 /// kill loses it, and replaying the spool never duplicates it in the sink (rows are keyed
-/// by request id).
+/// by record id).
 pub struct Ledger {
     spool: Spool,
     sink: Arc<dyn Sink>,

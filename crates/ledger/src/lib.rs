@@ -8,7 +8,8 @@
 //! thread copies durable records to a [`Sink`] ([`SqliteSink`] by default,
 //! [`PostgresSink`] for several nodes) and then deletes what it shipped. After a crash the
 //! spool's torn tail is cut and everything unshipped is sent again; the sinks key rows by
-//! request id, so nothing is lost and nothing doubles.
+//! the record id the gateway mints for every request, so nothing is lost and nothing
+//! doubles, and a client that reuses its `x-request-id` still gets a record per request.
 
 mod error;
 mod frame;

@@ -11,7 +11,14 @@ use tollgate_core::Usage;
 /// defaults so that records spooled by an older build still read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageRecord {
-    /// Unique per request; the sinks' primary key, so replaying a record is a no-op.
+    /// Minted by the gateway for every request, so unique whatever the client sends: the
+    /// sinks' primary key, which makes replaying a record a no-op. Records spooled before
+    /// this field existed read with it empty; the spool fills it in from `request_id`, the
+    /// key they were stored under then.
+    #[serde(default)]
+    pub record_id: String,
+    /// The id the client sent in `x-request-id` (echoed to it and forwarded upstream), or
+    /// the record id when it sent none. Not unique: a client may reuse it (SDK retries).
     pub request_id: String,
     /// When the request arrived, in milliseconds since the Unix epoch (UTC).
     pub time_ms: i64,
@@ -77,6 +84,20 @@ pub struct Attempt {
     /// The upstream's HTTP status, when it answered.
     #[serde(default)]
     pub status: Option<u16>,
+    /// From sending the attempt to its end (the last byte of a relayed answer); `None`
+    /// when it never ended (the request was cut short first).
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+}
+
+impl UsageRecord {
+    /// Gives a record spooled before `record_id` existed the key it was stored under then,
+    /// so replaying it stays a no-op.
+    pub(crate) fn backfill_record_id(&mut self) {
+        if self.record_id.is_empty() {
+            self.record_id.clone_from(&self.request_id);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

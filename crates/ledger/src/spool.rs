@@ -366,7 +366,7 @@ fn read_shipped(dir: &Path) -> Result<Position, LedgerError> {
         (Some(Ok(segment)), Some(Ok(offset))) => Ok(Position { segment, offset }),
         _ => {
             // Written by rename, so this is outside damage. Shipping everything again is
-            // safe: the sinks skip request ids they hold.
+            // safe: the sinks skip record ids they hold.
             tracing::warn!(path = %path.display(), "unreadable shipped marker; replaying the spool");
             Ok(Position::default())
         }
@@ -715,8 +715,11 @@ impl SpoolReader {
             match frame::read(reader).map_err(LedgerError::io("reading segment", &path))? {
                 Frame::Whole { payload, len } if pos.offset + len <= durable => {
                     pos.offset += len;
-                    match serde_json::from_slice(&payload) {
-                        Ok(record) => records.push(record),
+                    match serde_json::from_slice::<UsageRecord>(&payload) {
+                        Ok(mut record) => {
+                            record.backfill_record_id();
+                            records.push(record);
+                        }
                         Err(err) => self.set_aside(&payload, &err),
                     }
                 }

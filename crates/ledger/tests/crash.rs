@@ -28,6 +28,7 @@ const ROUNDS: usize = 4;
 
 fn record(id: String) -> UsageRecord {
     UsageRecord {
+        record_id: id.clone(),
         request_id: id,
         time_ms: 1_714_521_600_000,
         key: Some("crash".to_owned()),

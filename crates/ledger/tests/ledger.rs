@@ -16,6 +16,7 @@ use tollgate_ledger::{
 
 fn record(id: &str) -> UsageRecord {
     UsageRecord {
+        record_id: id.to_owned(),
         request_id: id.to_owned(),
         time_ms: 1_714_521_600_000,
         key: Some("k".to_owned()),

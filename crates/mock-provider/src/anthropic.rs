@@ -202,17 +202,26 @@ impl Answer {
             },
             stop_reason: (!opening).then(|| self.stop_reason()),
             stop_sequence: None,
-            usage: Usage {
-                input_tokens: self.input_tokens,
-                cache_creation_input_tokens: 0,
-                cache_read_input_tokens: 0,
-                output_tokens: if opening {
-                    1
-                } else {
-                    self.output.tokens() as u64
-                },
-            },
+            usage: self.usage(app, opening),
         }
+    }
+
+    /// Anthropic's input count leaves out cache reads; its output count holds thinking.
+    /// `None` when the mock leaves usage out.
+    fn usage(&self, app: &App, opening: bool) -> Option<Usage> {
+        let report = app.cfg.usage;
+        let cached = report.cached(self.input_tokens);
+        (!report.omit).then(|| Usage {
+            input_tokens: self.input_tokens - cached,
+            cache_creation_input_tokens: 0,
+            cache_read_input_tokens: cached,
+            output_tokens: if opening { 1 } else { self.output_tokens(app) },
+        })
+    }
+
+    /// The message's whole output count, as `message_delta` and the plain answer give it.
+    fn output_tokens(&self, app: &App) -> u64 {
+        self.output.tokens() as u64 + app.cfg.usage.reasoning_tokens
     }
 }
 
@@ -228,7 +237,8 @@ struct MessageObject<'a> {
     content: Vec<ContentBlock<'a>>,
     stop_reason: Option<&'static str>,
     stop_sequence: Option<&'static str>,
-    usage: Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
 }
 
 #[derive(Serialize)]
@@ -272,7 +282,8 @@ enum Event<'a> {
     },
     MessageDelta {
         delta: MessageDelta,
-        usage: DeltaUsage,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        usage: Option<DeltaUsage>,
     },
     MessageStop,
     Error {
@@ -397,9 +408,9 @@ impl Frames for MessagesStream {
                                 stop_reason: answer.stop_reason(),
                                 stop_sequence: None,
                             },
-                            usage: DeltaUsage {
-                                output_tokens: answer.output.tokens() as u64,
-                            },
+                            usage: (!app.cfg.usage.omit).then(|| DeltaUsage {
+                                output_tokens: answer.output_tokens(app),
+                            }),
                         },
                         Event::MessageStop,
                     ]

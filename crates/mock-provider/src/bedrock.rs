@@ -19,6 +19,7 @@ use crate::error::MockError;
 use crate::faults::{take_fault, Fault};
 use crate::state::{App, Recorded, StreamGuard};
 use crate::stream::{cut_error, half_body, stream_body, Beat, Frames, Pacer};
+use crate::UsageReport;
 
 const DIALECT: Dialect = Dialect::Bedrock;
 
@@ -163,6 +164,7 @@ fn respond(
         output,
         input_tokens,
         started,
+        report: app.cfg.usage,
     };
 
     if call.stream {
@@ -194,6 +196,7 @@ struct Answer {
     output: Output,
     input_tokens: u64,
     started: Instant,
+    report: UsageReport,
 }
 
 impl Answer {
@@ -207,13 +210,17 @@ impl Answer {
         }
     }
 
-    fn usage(&self) -> Usage {
-        let output_tokens = self.output.tokens() as u64;
-        Usage {
-            input_tokens: self.input_tokens,
+    /// Bedrock's input count leaves out cache reads, and its output count holds
+    /// reasoning. `None` when the mock leaves usage out.
+    fn usage(&self) -> Option<Usage> {
+        let cached = self.report.cached(self.input_tokens);
+        let output_tokens = self.output.tokens() as u64 + self.report.reasoning_tokens;
+        (!self.report.omit).then(|| Usage {
+            input_tokens: self.input_tokens - cached,
             output_tokens,
             total_tokens: self.input_tokens + output_tokens,
-        }
+            cache_read_input_tokens: Some(cached).filter(|&n| n > 0),
+        })
     }
 
     fn metrics(&self) -> Metrics {
@@ -254,7 +261,8 @@ impl Answer {
 struct ConverseResponse<'a> {
     output: ResponseOutput<'a>,
     stop_reason: &'static str,
-    usage: Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
     metrics: Metrics,
 }
 
@@ -295,6 +303,8 @@ struct Usage {
     input_tokens: u64,
     output_tokens: u64,
     total_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_read_input_tokens: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -365,10 +375,11 @@ impl Frames for ConverseStream {
                         events.push(("contentBlockStop", json!({"contentBlockIndex": 0})));
                     }
                     events.push(("messageStop", json!({"stopReason": answer.stop_reason()})));
-                    events.push((
-                        "metadata",
-                        json!({"usage": answer.usage(), "metrics": answer.metrics()}),
-                    ));
+                    let metadata = match answer.usage() {
+                        Some(usage) => json!({"usage": usage, "metrics": answer.metrics()}),
+                        None => json!({"metrics": answer.metrics()}),
+                    };
+                    events.push(("metadata", metadata));
                     events
                 }
             },

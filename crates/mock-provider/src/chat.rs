@@ -157,7 +157,20 @@ fn respond(
         forced_tool(req.tools.as_deref(), req.tool_choice.as_ref()),
     );
     let completion_tokens = (output.tokens() * n) as u64;
-    let usage = Usage::new(prompt_tokens, completion_tokens);
+    let report = app.cfg.usage;
+    let usage = (!report.omit).then(|| Usage {
+        prompt_tokens,
+        completion_tokens: completion_tokens + report.reasoning_tokens,
+        total_tokens: prompt_tokens + completion_tokens + report.reasoning_tokens,
+        prompt_tokens_details: PromptTokensDetails {
+            cached_tokens: report.cached(prompt_tokens),
+            audio_tokens: 0,
+        },
+        completion_tokens_details: CompletionTokensDetails {
+            reasoning_tokens: report.reasoning_tokens,
+            ..CompletionTokensDetails::default()
+        },
+    });
     let id = app.next_id();
     let answer = Answer {
         id: format!("chatcmpl-mock-{id}"),
@@ -175,10 +188,11 @@ fn respond(
     };
 
     if req.stream.unwrap_or(false) {
-        let include_usage = req
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
+        let include_usage = usage.is_some()
+            && req
+                .stream_options
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false);
         let stream = ChatStream {
             pacer: Pacer::new(&app, answer.output.tokens(), &fault),
             guard: StreamGuard::new(app),
@@ -209,7 +223,8 @@ struct Answer {
     n: usize,
     output: Output,
     tool_call_ids: Vec<String>,
-    usage: Usage,
+    /// `None` when the mock leaves usage out.
+    usage: Option<Usage>,
 }
 
 impl Answer {
@@ -269,7 +284,8 @@ struct Completion<'a> {
     created: u64,
     model: &'a str,
     choices: Vec<Choice<'a>>,
-    usage: Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
     service_tier: &'static str,
     system_fingerprint: Option<&'static str>,
 }
@@ -327,18 +343,6 @@ struct CompletionTokensDetails {
     audio_tokens: u64,
     accepted_prediction_tokens: u64,
     rejected_prediction_tokens: u64,
-}
-
-impl Usage {
-    fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
-        Self {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
-            prompt_tokens_details: PromptTokensDetails::default(),
-            completion_tokens_details: CompletionTokensDetails::default(),
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -457,7 +461,7 @@ impl Frames for ChatStream {
             Step::Usage => {
                 self.step = Step::Done;
                 let chunk = Chunk {
-                    usage: Some(Some(self.answer.usage)),
+                    usage: Some(self.answer.usage),
                     ..self.chunk(&[])
                 };
                 let mut buf = Vec::with_capacity(512);

@@ -19,6 +19,7 @@ use crate::error::MockError;
 use crate::faults::{take_fault, Fault};
 use crate::state::{App, Recorded, StreamGuard};
 use crate::stream::{cut_error, half_body, stream_body, Beat, Frames, Pacer};
+use crate::UsageReport;
 
 const DIALECT: Dialect = Dialect::Gemini;
 
@@ -264,6 +265,7 @@ fn generate(
         finish_reason,
         blocked,
         prompt_tokens,
+        report: app.cfg.usage,
     };
 
     if call.operation == Operation::StreamGenerate {
@@ -307,6 +309,7 @@ struct Answer {
     finish_reason: String,
     blocked: bool,
     prompt_tokens: u64,
+    report: UsageReport,
 }
 
 impl Answer {
@@ -343,10 +346,15 @@ impl Answer {
                 }),
                 index: 0,
             }],
-            usage_metadata: last.then_some(UsageMetadata {
+            usage_metadata: (last && !self.report.omit).then(|| UsageMetadata {
                 prompt_token_count: self.prompt_tokens,
                 candidates_token_count: (output_tokens > 0).then_some(output_tokens),
-                total_token_count: self.prompt_tokens + output_tokens,
+                cached_content_token_count: Some(self.report.cached(self.prompt_tokens))
+                    .filter(|&n| n > 0),
+                thoughts_token_count: Some(self.report.reasoning_tokens).filter(|&n| n > 0),
+                total_token_count: self.prompt_tokens
+                    + output_tokens
+                    + self.report.reasoning_tokens,
             }),
             model_version: &self.model_version,
             response_id: &self.response_id,
@@ -417,6 +425,12 @@ struct UsageMetadata {
     prompt_token_count: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     candidates_token_count: Option<u64>,
+    /// Of the prompt, read from the cache; inside `prompt_token_count`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cached_content_token_count: Option<u64>,
+    /// Thinking, not inside `candidates_token_count`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thoughts_token_count: Option<u64>,
     total_token_count: u64,
 }
 

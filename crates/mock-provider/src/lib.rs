@@ -61,6 +61,31 @@ pub struct MockConfig {
     /// Prepended to every model id the mock reports (responses and `/v1/models`), so a
     /// test can tell which of several mocks answered.
     pub model_prefix: String,
+    /// What the answers' usage reports hold beyond the prompt's and the reply's counts.
+    pub usage: UsageReport,
+}
+
+/// The usage every answer reports, in each dialect's own fields and semantics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageReport {
+    /// Leave usage out of every answer, plain and streamed (as some OpenAI-compatible
+    /// servers do), so the gateway has to count tokens itself.
+    pub omit: bool,
+    /// Prompt tokens reported as read from the provider's prompt cache (at most the
+    /// prompt's count): OpenAI's `cached_tokens`, Anthropic's and Bedrock's cache reads
+    /// (which their input count then leaves out), Gemini's `cachedContentTokenCount`.
+    pub cached_tokens: u64,
+    /// Reasoning tokens reported on top of the reply's: inside OpenAI's completion count
+    /// (and its `reasoning_tokens`), Gemini's `thoughtsTokenCount`, and in Anthropic's and
+    /// Bedrock's output counts, which have no field of their own for them.
+    pub reasoning_tokens: u64,
+}
+
+impl UsageReport {
+    /// Cached tokens of a prompt of `prompt` tokens.
+    pub(crate) fn cached(self, prompt: u64) -> u64 {
+        self.cached_tokens.min(prompt)
+    }
 }
 
 impl Default for MockConfig {
@@ -71,6 +96,7 @@ impl Default for MockConfig {
             token_delay: Duration::from_millis(20),
             first_token_delay: Duration::ZERO,
             model_prefix: String::new(),
+            usage: UsageReport::default(),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio::net::TcpListener;
-use tollgate_mock::{serve, MockConfig};
+use tollgate_mock::{serve, MockConfig, UsageReport};
 
 /// Mock LLM provider speaking the OpenAI, Azure OpenAI, Anthropic, Gemini and Bedrock HTTP
 /// dialects, with latency and fault knobs.
@@ -33,6 +33,15 @@ struct Cli {
     /// Prepended to every model id the mock reports.
     #[arg(long, default_value = "")]
     model_prefix: String,
+    /// Leave usage out of every answer, plain and streamed.
+    #[arg(long)]
+    no_usage: bool,
+    /// Prompt tokens every answer reports as read from the provider's cache.
+    #[arg(long, default_value_t = 0)]
+    cached_tokens: u64,
+    /// Reasoning tokens every answer reports on top of the reply's.
+    #[arg(long, default_value_t = 0)]
+    reasoning_tokens: u64,
 }
 
 #[tokio::main]
@@ -51,6 +60,11 @@ async fn main() -> std::io::Result<()> {
         token_delay: cli.token_delay,
         first_token_delay: cli.first_token_delay,
         model_prefix: cli.model_prefix,
+        usage: UsageReport {
+            omit: cli.no_usage,
+            cached_tokens: cli.cached_tokens,
+            reasoning_tokens: cli.reasoning_tokens,
+        },
     };
     tokio::select! {
         served = serve(listener, cfg) => served,

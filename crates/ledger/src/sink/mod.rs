@@ -1,6 +1,7 @@
 //! Where shipped records end up, and the aggregation queries over them. Both sinks key
-//! rows by request id and skip ids they already hold, which makes replaying the spool
-//! after a crash harmless.
+//! rows by record id (minted by the gateway for every request) and skip ids they already
+//! hold, which makes replaying the spool after a crash harmless; the client's request id
+//! is an ordinary column, since clients may reuse theirs.
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,7 +21,7 @@ pub use self::sqlite::SqliteSink;
 /// A store of usage records. Calls block (disk or network); from async code run them on
 /// a blocking thread.
 pub trait Sink: Send + Sync {
-    /// Stores the records in one transaction, skipping request ids already stored;
+    /// Stores the records in one transaction, skipping record ids already stored;
     /// returns how many were new. Returns only once the transaction is durable.
     fn write_batch(&self, records: &[UsageRecord]) -> Result<u64, LedgerError>;
 
@@ -29,8 +30,12 @@ pub trait Sink: Send + Sync {
     fn aggregate(&self, query: &AggregateQuery) -> Result<Vec<AggregateRow>, LedgerError>;
 }
 
+/// Longest tag name [`GroupBy::Tag`] accepts, in bytes: the gateway records no longer tag
+/// names, so a longer one could only ever match nothing.
+pub const MAX_GROUP_TAG_BYTES: usize = 128;
+
 /// What to total usage by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupBy {
     Team,
@@ -42,6 +47,10 @@ pub enum GroupBy {
     Day,
     /// UTC calendar month, `YYYY-MM`.
     Month,
+    /// The value of one tag (request metadata entry), by the tag's name; written
+    /// `tag:<name>`. Tags are the client's own labels, unbounded in number, which is why
+    /// they are totalled here rather than as a metric label.
+    Tag(String),
 }
 
 impl GroupBy {
@@ -54,7 +63,8 @@ impl GroupBy {
         Self::Month,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    /// The grouping's name: `tag` for every tag.
+    pub fn as_str(&self) -> &'static str {
         match self {
             Self::Team => "team",
             Self::Key => "key",
@@ -62,13 +72,17 @@ impl GroupBy {
             Self::Route => "route",
             Self::Day => "day",
             Self::Month => "month",
+            Self::Tag(_) => "tag",
         }
     }
 }
 
 impl fmt::Display for GroupBy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            Self::Tag(name) => write!(f, "tag:{name}"),
+            other => f.write_str(other.as_str()),
+        }
     }
 }
 
@@ -76,16 +90,27 @@ impl FromStr for GroupBy {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(name) = text.strip_prefix("tag:") {
+            if name.is_empty() || name.len() > MAX_GROUP_TAG_BYTES {
+                return Err(format!(
+                    "grouping '{text}': a tag name of 1 to {MAX_GROUP_TAG_BYTES} bytes follows 'tag:'"
+                ));
+            }
+            return Ok(Self::Tag(name.to_owned()));
+        }
         Self::ALL
             .into_iter()
             .find(|by| by.as_str() == text)
             .ok_or_else(|| {
-                format!("unknown grouping '{text}', expected one of team, key, model, route, day, month")
+                format!(
+                    "unknown grouping '{text}', expected one of team, key, model, route, day, \
+                     month, tag:<name>"
+                )
             })
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AggregateQuery {
     pub by: GroupBy,
     /// Inclusive lower bound in ms since the Unix epoch; unbounded when `None`.
@@ -106,7 +131,8 @@ impl AggregateQuery {
 /// Totals of one group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AggregateRow {
-    /// The team, key, model, route, day or month; `None` for records without one.
+    /// The team, key, model, route, day, month or tag value; `None` for records without
+    /// one.
     pub group: Option<String>,
     pub requests: u64,
     /// Requests whose counts are (partly) the gateway's estimates.
@@ -146,5 +172,12 @@ mod tests {
             assert_eq!(by.as_str().parse::<GroupBy>(), Ok(by));
         }
         assert!("week".parse::<GroupBy>().is_err());
+        let by_feature = GroupBy::Tag("feature".to_owned());
+        assert_eq!("tag:feature".parse::<GroupBy>(), Ok(by_feature.clone()));
+        assert_eq!(by_feature.to_string(), "tag:feature");
+        assert!("tag:".parse::<GroupBy>().is_err());
+        assert!(format!("tag:{}", "x".repeat(MAX_GROUP_TAG_BYTES + 1))
+            .parse::<GroupBy>()
+            .is_err());
     }
 }

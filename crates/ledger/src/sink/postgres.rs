@@ -10,15 +10,16 @@ use super::{db_int, parse_cost, row_count, AggregateQuery, AggregateRow, GroupBy
 use crate::error::LedgerError;
 use crate::record::UsageRecord;
 
-/// Lock id under which nodes starting together create the schema one at a time
-/// (`CREATE TABLE IF NOT EXISTS` alone races on the catalog).
+/// Lock id under which nodes starting together create or migrate the schema one at a
+/// time (`CREATE TABLE IF NOT EXISTS` alone races on the catalog).
 const SCHEMA_LOCK_ID: i64 = 0x746f_6c6c_6761_7465;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS usage_records (
-    request_id TEXT PRIMARY KEY,
+    record_id TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL,
     time_ms BIGINT NOT NULL,
     key_name TEXT,
     team TEXT,
@@ -42,18 +43,64 @@ CREATE TABLE IF NOT EXISTS usage_records (
     cache TEXT NOT NULL,
     record JSON NOT NULL
 );
+";
+
+const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS usage_records_time ON usage_records (time_ms);
+CREATE INDEX IF NOT EXISTS usage_records_request ON usage_records (request_id);
+";
+
+/// Whether the table has `record_id`; a table created before it existed has not.
+const HAS_RECORD_ID: &str = "
+SELECT 1 FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = 'usage_records'
+  AND column_name = 'record_id'
+";
+
+/// Re-keys a table created before `record_id` existed: each old row keeps its request id
+/// as its record id, the key it had, so replaying its spooled record stays a no-op.
+const ADD_RECORD_ID: &str = "
+ALTER TABLE usage_records ADD COLUMN record_id TEXT;
+UPDATE usage_records SET record_id = request_id;
 ";
 
 const INSERT: &str = "
 INSERT INTO usage_records (
-    request_id, time_ms, key_name, team, user_name, route, requested_model, served_model,
-    provider, endpoint, status, error, stream, input_tokens, output_tokens,
+    record_id, request_id, time_ms, key_name, team, user_name, route, requested_model,
+    served_model, provider, endpoint, status, error, stream, input_tokens, output_tokens,
     cached_input_tokens, reasoning_tokens, estimated, cost, latency_ms, ttft_ms, cache, record
 ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-          $19::text::numeric, $20, $21, $22, $23::text::json)
-ON CONFLICT (request_id) DO NOTHING
+          $19, $20::text::numeric, $21, $22, $23, $24::text::json)
+ON CONFLICT (record_id) DO NOTHING
 ";
+
+/// Creates the table, or moves the key of one created before `record_id` existed, in one
+/// transaction under [`SCHEMA_LOCK_ID`].
+fn create_or_migrate(client: &mut Client) -> Result<(), postgres::Error> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK_ID])?;
+    tx.batch_execute(TABLES)?;
+    if tx.query_opt(HAS_RECORD_ID, &[])?.is_none() {
+        tracing::info!("usage ledger: keying the PostgreSQL table by record_id (once)");
+        tx.batch_execute(ADD_RECORD_ID)?;
+        let key: Option<String> = tx
+            .query_opt(
+                "SELECT conname::text FROM pg_constraint
+                 WHERE conrelid = 'usage_records'::regclass AND contype = 'p'",
+                &[],
+            )?
+            .map(|row| row.get(0));
+        if let Some(key) = key {
+            tx.batch_execute(&format!(
+                "ALTER TABLE usage_records DROP CONSTRAINT \"{}\"",
+                key.replace('"', "\"\"")
+            ))?;
+        }
+        tx.batch_execute("ALTER TABLE usage_records ADD PRIMARY KEY (record_id)")?;
+    }
+    tx.batch_execute(INDEXES)?;
+    tx.commit()
+}
 
 /// Connects lazily again after the connection breaks. Plain TCP: put the database on a
 /// private network or a local socket.
@@ -73,9 +120,7 @@ impl PostgresSink {
             config,
             client: Mutex::new(None),
         };
-        let schema =
-            format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID}); {TABLES} COMMIT;");
-        sink.with_client(|client| client.batch_execute(&schema))?;
+        sink.with_client(create_or_migrate)?;
         Ok(sink)
     }
 
@@ -110,7 +155,8 @@ fn pg_opt(text: &Option<String>) -> Option<Cow<'_, str>> {
     text.as_deref().map(pg_text)
 }
 
-fn group_expr(by: GroupBy) -> &'static str {
+/// The grouping's SQL expression; a tag's value is looked up by the name bound to `$3`.
+fn group_expr(by: &GroupBy) -> &'static str {
     match by {
         GroupBy::Team => "team",
         GroupBy::Key => "key_name",
@@ -122,6 +168,7 @@ fn group_expr(by: GroupBy) -> &'static str {
         GroupBy::Month => {
             "to_char(TIMESTAMP '1970-01-01' + time_ms * INTERVAL '1 millisecond', 'YYYY-MM')"
         }
+        GroupBy::Tag(_) => "(record -> 'tags' ->> $3::text)",
     }
 }
 
@@ -139,6 +186,7 @@ impl Sink for PostgresSink {
                 inserted += tx.execute(
                     &insert,
                     &[
+                        &pg_text(&r.record_id),
                         &pg_text(&r.request_id),
                         &r.time_ms,
                         &pg_opt(&r.key),
@@ -178,10 +226,13 @@ impl Sink for PostgresSink {
                     COALESCE(SUM(reasoning_tokens), 0)::bigint, COALESCE(SUM(cost), 0)::text
              FROM usage_records WHERE time_ms >= $1 AND time_ms < $2
              GROUP BY 1 ORDER BY ({group}) COLLATE \"C\" NULLS FIRST",
-            group = group_expr(query.by)
+            group = group_expr(&query.by)
         );
         let (since, until) = query.bounds();
-        let rows = self.with_client(|client| client.query(&sql, &[&since, &until]))?;
+        let rows = self.with_client(|client| match &query.by {
+            GroupBy::Tag(name) => client.query(&sql, &[&since, &until, &pg_text(name)]),
+            _ => client.query(&sql, &[&since, &until]),
+        })?;
         rows.iter()
             .map(|row| {
                 let cost: String = row.try_get(7)?;
@@ -279,6 +330,53 @@ mod tests {
             rust_decimal::Decimal::new(300 * 1234 + 299 * 300 / 2, 8)
         );
         assert_eq!(ledger.stats().unshipped_bytes, 0);
+
+        // A table created before record ids existed, in a database of its own.
+        admin.batch_execute("CREATE DATABASE legacy").unwrap();
+        let legacy_url = cluster.url().replace("dbname=postgres", "dbname=legacy");
+        let mut legacy = postgres::Client::connect(&legacy_url, NoTls).unwrap();
+        let old_table = TABLES.replace(
+            "record_id TEXT PRIMARY KEY,\n    request_id TEXT NOT NULL,",
+            "request_id TEXT PRIMARY KEY,",
+        );
+        assert!(!old_table.contains("record_id"));
+        legacy.batch_execute(&old_table).unwrap();
+        legacy
+            .batch_execute(
+                "INSERT INTO usage_records VALUES ('old-1', 1, 'k', 't', NULL, 'r', 'm', 'm', \
+                 'p', 'e', 200, NULL, true, 10, 2, 0, 0, false, 0.5, 3, NULL, 'off', '{}')",
+            )
+            .unwrap();
+        let sink = PostgresSink::connect(&legacy_url).unwrap();
+        // The old row keeps its request id as its key: its spooled record replays as a no-op.
+        let mut replayed = record("old-1", 0);
+        replayed.record_id.clear();
+        replayed.backfill_record_id();
+        assert_eq!(sink.write_batch(&[replayed]).unwrap(), 0);
+        // A new request reusing the client's id is a record of its own.
+        let mut reused = record("old-1", 0);
+        reused.record_id = "req_new".to_owned();
+        assert_eq!(sink.write_batch(&[reused.clone()]).unwrap(), 1);
+        assert_eq!(sink.write_batch(&[reused]).unwrap(), 0);
+        let rows: Vec<(String, String)> = legacy
+            .query(
+                "SELECT record_id, request_id FROM usage_records ORDER BY record_id",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("old-1".to_owned(), "old-1".to_owned()),
+                ("req_new".to_owned(), "old-1".to_owned())
+            ]
+        );
+        // A second node opening the migrated table changes nothing.
+        PostgresSink::connect(&legacy_url).unwrap();
+        drop(legacy);
         drop(admin);
     }
 

@@ -4,16 +4,18 @@ use std::path::Path;
 
 use parking_lot::Mutex;
 use rusqlite::functions::{Aggregate, Context, FunctionFlags};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, TransactionBehavior};
 use rust_decimal::Decimal;
 
 use super::{db_int, parse_cost, row_count, AggregateQuery, AggregateRow, GroupBy, Sink};
 use crate::error::LedgerError;
 use crate::record::UsageRecord;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS usage_records (
-    request_id TEXT PRIMARY KEY NOT NULL,
+/// The table's columns. `record_id` (minted per request by the gateway) is the key;
+/// `request_id` is the client's id and may repeat.
+const COLUMNS: &str = "
+    record_id TEXT PRIMARY KEY NOT NULL,
+    request_id TEXT NOT NULL,
     time_ms INTEGER NOT NULL,
     key_name TEXT,
     team TEXT,
@@ -36,19 +38,56 @@ CREATE TABLE IF NOT EXISTS usage_records (
     ttft_ms INTEGER,
     cache TEXT NOT NULL,
     record TEXT NOT NULL
-);
+";
+
+/// Every column but `record_id`: the whole table as it was before `record_id` existed,
+/// when rows were keyed by `request_id`.
+const DATA_COLUMNS: &str = "request_id, time_ms, key_name, team, user_name, route, \
+    requested_model, served_model, provider, endpoint, status, error, stream, input_tokens, \
+    output_tokens, cached_input_tokens, reasoning_tokens, estimated, cost, latency_ms, \
+    ttft_ms, cache, record";
+
+const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS usage_records_time ON usage_records (time_ms);
+CREATE INDEX IF NOT EXISTS usage_records_request ON usage_records (request_id);
 ";
 
 const INSERT: &str = "
 INSERT INTO usage_records (
-    request_id, time_ms, key_name, team, user_name, route, requested_model, served_model,
-    provider, endpoint, status, error, stream, input_tokens, output_tokens,
+    record_id, request_id, time_ms, key_name, team, user_name, route, requested_model,
+    served_model, provider, endpoint, status, error, stream, input_tokens, output_tokens,
     cached_input_tokens, reasoning_tokens, estimated, cost, latency_ms, ttft_ms, cache, record
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-          ?19, ?20, ?21, ?22, ?23)
-ON CONFLICT (request_id) DO NOTHING
+          ?19, ?20, ?21, ?22, ?23, ?24)
+ON CONFLICT (record_id) DO NOTHING
 ";
+
+/// Creates the table, or brings one written before `record_id` existed up to date.
+/// SQLite cannot move a primary key, so the old table is copied into a new one (each old
+/// row keyed by its request id, as before) in one transaction; a process that opens the
+/// file meanwhile waits for it.
+fn create_or_migrate(conn: &mut Connection) -> Result<(), LedgerError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let columns: Vec<String> = tx
+        .prepare("SELECT name FROM pragma_table_info('usage_records')")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    if columns.is_empty() {
+        tx.execute_batch(&format!("CREATE TABLE usage_records ({COLUMNS});"))?;
+    } else if !columns.iter().any(|c| c == "record_id") {
+        tracing::info!("usage ledger: keying the SQLite table by record_id (once)");
+        tx.execute_batch(&format!(
+            "CREATE TABLE usage_records_next ({COLUMNS});
+             INSERT INTO usage_records_next (record_id, {DATA_COLUMNS})
+                 SELECT request_id, {DATA_COLUMNS} FROM usage_records;
+             DROP TABLE usage_records;
+             ALTER TABLE usage_records_next RENAME TO usage_records;"
+        ))?;
+    }
+    tx.execute_batch(INDEXES)?;
+    tx.commit()?;
+    Ok(())
+}
 
 pub struct SqliteSink {
     conn: Mutex<Connection>,
@@ -62,13 +101,13 @@ impl SqliteSink {
             std::fs::create_dir_all(parent)
                 .map_err(LedgerError::io("creating directory", parent))?;
         }
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         // FULL, not NORMAL: a shipped record's spool segment is deleted once the commit
         // returns, so the commit itself must survive power loss.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        create_or_migrate(&mut conn)?;
         conn.create_aggregate_function(
             "decimal_sum",
             1,
@@ -81,7 +120,8 @@ impl SqliteSink {
     }
 }
 
-fn group_expr(by: GroupBy) -> &'static str {
+/// The grouping's SQL expression; a tag's value is looked up by the name bound to `?3`.
+fn group_expr(by: &GroupBy) -> &'static str {
     match by {
         GroupBy::Team => "team",
         GroupBy::Key => "key_name",
@@ -89,6 +129,7 @@ fn group_expr(by: GroupBy) -> &'static str {
         GroupBy::Route => "route",
         GroupBy::Day => "strftime('%Y-%m-%d', time_ms / 1000, 'unixepoch')",
         GroupBy::Month => "strftime('%Y-%m', time_ms / 1000, 'unixepoch')",
+        GroupBy::Tag(_) => "(SELECT value FROM json_each(record, '$.tags') WHERE key = ?3)",
     }
 }
 
@@ -102,6 +143,7 @@ impl Sink for SqliteSink {
             for r in records {
                 let json = serde_json::to_string(r)?;
                 inserted += insert.execute(params![
+                    r.record_id,
                     r.request_id,
                     r.time_ms,
                     r.key,
@@ -138,12 +180,16 @@ impl Sink for SqliteSink {
                     SUM(cached_input_tokens), SUM(reasoning_tokens), decimal_sum(cost)
              FROM usage_records WHERE time_ms >= ?1 AND time_ms < ?2
              GROUP BY grp ORDER BY grp NULLS FIRST",
-            group_expr(query.by)
+            group_expr(&query.by)
         );
         let (since, until) = query.bounds();
         let conn = self.conn.lock();
         let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![since, until], |row| {
+        let mut bound: Vec<&dyn rusqlite::ToSql> = vec![&since, &until];
+        if let GroupBy::Tag(name) = &query.by {
+            bound.push(name);
+        }
+        let rows = stmt.query_map(bound.as_slice(), |row| {
             Ok((
                 row.get::<_, Option<String>>(0)?,
                 [
@@ -230,5 +276,72 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_table_keyed_by_request_id_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.db");
+        let old = crate::test_support::record("old-1", 0);
+        {
+            // The table as the previous release created and filled it.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "CREATE TABLE usage_records ({});
+                 CREATE INDEX usage_records_time ON usage_records (time_ms);",
+                COLUMNS
+                    .replace("record_id TEXT PRIMARY KEY NOT NULL,", "")
+                    .replace(
+                        "request_id TEXT NOT NULL",
+                        "request_id TEXT PRIMARY KEY NOT NULL"
+                    )
+            ))
+            .unwrap();
+            conn.execute(
+                &format!(
+                    "INSERT INTO usage_records ({DATA_COLUMNS}) VALUES ('old-1', 1, 'k', 't', \
+                     NULL, 'r', 'm', 'm', 'p', 'e', 200, NULL, 1, 10, 2, 0, 0, 0, '0.5', 3, \
+                     NULL, 'off', '{{}}')"
+                ),
+                [],
+            )
+            .unwrap();
+        }
+        let sink = SqliteSink::open(&path).unwrap();
+        // The old row is kept under its request id: replaying its spooled record (which
+        // reads back with that key) stores nothing.
+        let mut replayed = old.clone();
+        replayed.record_id.clear();
+        replayed.backfill_record_id();
+        assert_eq!(sink.write_batch(&[replayed]).unwrap(), 0);
+        // A new request that reuses the client's id is a record of its own.
+        let mut reused = old;
+        reused.record_id = "req_new".to_owned();
+        assert_eq!(sink.write_batch(&[reused]).unwrap(), 1);
+        let conn = sink.conn.lock();
+        let rows: Vec<(String, String, String)> = conn
+            .prepare("SELECT record_id, request_id, cost FROM usage_records ORDER BY record_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0].0, "old-1");
+        assert_eq!(rows[0].2, "0.5");
+        assert_eq!(
+            (rows[1].0.as_str(), rows[1].1.as_str()),
+            ("req_new", "old-1")
+        );
+        drop(conn);
+        // Opening again finds the new table and leaves it alone.
+        drop(sink);
+        let sink = SqliteSink::open(&path).unwrap();
+        let count: i64 = sink
+            .conn
+            .lock()
+            .query_row("SELECT COUNT(*) FROM usage_records", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 2);
     }
 }

@@ -43,6 +43,15 @@ fn make(
 }
 
 fn records() -> [UsageRecord; 4] {
+    let [a, b, mut c, mut d] = records_untagged();
+    c.tags.clear();
+    d.tags = [("feature", "search"), ("env", "prod")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+    [a, b, c, d]
+}
+
+fn records_untagged() -> [UsageRecord; 4] {
     [
         make(
             "a",
@@ -182,4 +191,31 @@ pub(crate) fn run(sink: &dyn Sink) {
         until_ms: None,
     };
     assert_eq!(sink.aggregate(&empty).unwrap(), []);
+    // By a tag's value: every record here carries feature=invoices but "c", which has
+    // none; "d" has a second tag.
+    let by_feature = sink
+        .aggregate(&all(GroupBy::Tag("feature".to_owned())))
+        .unwrap();
+    assert_eq!(
+        by_feature,
+        [
+            totals(None, 1, 0, "0"),
+            totals(Some("invoices"), 2, 1, "0.3"),
+            totals(Some("search"), 1, 0, "1.23456789012345678"),
+        ]
+    );
+    assert_eq!(
+        sink.aggregate(&all(GroupBy::Tag("absent".to_owned())))
+            .unwrap(),
+        [totals(None, 4, 1, "1.53456789012345678")]
+    );
+
+    // A client that sends the same request id twice made two requests: two records.
+    // Replaying the second is still a no-op, since rows are keyed by record id.
+    let mut retried = records()[0].clone();
+    retried.record_id = "a-retried".to_owned();
+    assert_eq!(sink.write_batch(&[retried.clone()]).unwrap(), 1);
+    assert_eq!(sink.write_batch(&[retried]).unwrap(), 0);
+    let by_key = sink.aggregate(&all(GroupBy::Key)).unwrap();
+    assert_eq!(by_key[0], totals(Some("k1"), 3, 0, "1.43456789012345678"));
 }

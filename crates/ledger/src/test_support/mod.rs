@@ -13,6 +13,7 @@ use crate::record::{Attempt, CacheStatus, GuardrailAction, UsageRecord};
 pub(crate) fn record(id: &str, n: i64) -> UsageRecord {
     let n64 = n.unsigned_abs();
     UsageRecord {
+        record_id: id.to_owned(),
         request_id: id.to_owned(),
         time_ms: 1_714_521_600_000 + n,
         key: Some("billing-svc".to_owned()),
@@ -30,6 +31,7 @@ pub(crate) fn record(id: &str, n: i64) -> UsageRecord {
             endpoint: "https://api.openai.com".to_owned(),
             outcome: "ok".to_owned(),
             status: Some(200),
+            duration_ms: Some(790),
         }],
         status: 200,
         error: None,
