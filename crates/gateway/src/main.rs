@@ -17,7 +17,6 @@ mod reload;
 mod resolve;
 mod server;
 mod snapshot;
-mod spend;
 mod telemetry;
 mod tls;
 mod tokens;
@@ -61,11 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Total the usage ledger by team, key, model, route, day, month or tag.
+    /// Total the usage ledger by team, key, user, model, route, day, month or tag.
     Usage {
         #[arg(short, long, default_value = "conf/tollgate.yaml")]
         config: PathBuf,
-        /// team, key, model, route, day, month, or tag:<name> (by that tag's value).
+        /// team, key, user, model, route, day, month, or tag:<name> (by that tag's value).
         #[arg(long, default_value = "team")]
         by: String,
         /// From this date or RFC 3339 time (inclusive).

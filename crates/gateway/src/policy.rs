@@ -222,13 +222,11 @@ impl Governance {
                 if !self.config.budgets.is_empty() {
                     // The ledger's reads block: off the async workers.
                     let ledger = self.ledger.clone();
-                    let (budgets_config, ledger_config) =
-                        (self.config.budgets.clone(), self.config.ledger.clone());
-                    let spent = tokio::task::spawn_blocking(move || {
-                        spend_so_far(&ledger, &ledger_config, &budgets_config)
-                    })
-                    .await
-                    .unwrap_or_default();
+                    let budgets_config = self.config.budgets.clone();
+                    let spent =
+                        tokio::task::spawn_blocking(move || spend_so_far(&ledger, &budgets_config))
+                            .await
+                            .unwrap_or_default();
                     let rebuilt = budgets.rebuild(spent).await?;
                     tracing::info!(counters = rebuilt, "budget spend rebuilt from the ledger");
                 }
@@ -243,11 +241,9 @@ impl Governance {
 /// crash included) to reach the sink before it reads the totals.
 const REBUILD_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Spend per budget scope since its period began, from the usage ledger: key and team
-/// totals from its aggregates, user and tag totals from its records.
+/// Spend per budget scope since its period began, from the usage ledger's totals.
 fn spend_so_far(
     ledger: &Ledger,
-    ledger_config: &tollgate_config::LedgerConfig,
     budgets: &[tollgate_policy::BudgetConfig],
 ) -> Vec<(Scope, DateTime<Utc>, Decimal)> {
     if let Err(err) = ledger.sync(REBUILD_SYNC_WAIT) {
@@ -257,48 +253,34 @@ fn spend_so_far(
     let mut totals = Vec::new();
     for budget in budgets {
         let start = budget.period.start(now);
-        let since_ms = start.timestamp_millis();
-        let rows = match budget.scope {
-            BudgetScope::Key | BudgetScope::Team => {
-                let (by, scope): (GroupBy, fn(String) -> Scope) = match budget.scope {
-                    BudgetScope::Key => (GroupBy::Key, Scope::Key),
-                    _ => (GroupBy::Team, Scope::Team),
-                };
-                let query = AggregateQuery {
-                    by,
-                    since_ms: Some(since_ms),
-                    until_ms: None,
-                };
-                ledger
-                    .aggregate(&query)
-                    .map_err(|e| e.to_string())
-                    .map(|rows| {
-                        rows.into_iter()
-                            .filter_map(|row| Some((scope(row.group?), row.cost)))
-                            .collect::<Vec<_>>()
-                    })
-            }
-            BudgetScope::User => crate::spend::by_user(ledger_config, since_ms)
-                .map(|rows| rows.into_iter().map(|(u, c)| (Scope::User(u), c)).collect()),
-            BudgetScope::Tag => {
-                let Some(name) = budget.tag.clone() else {
-                    continue;
-                };
-                crate::spend::by_tag(ledger_config, &name, since_ms).map(|rows| {
-                    rows.into_iter()
-                        .map(|(value, c)| {
-                            let scope = Scope::Tag {
-                                name: name.clone(),
-                                value,
-                            };
-                            (scope, c)
-                        })
-                        .collect()
-                })
-            }
+        let by = match budget.scope {
+            BudgetScope::Key => GroupBy::Key,
+            BudgetScope::Team => GroupBy::Team,
+            BudgetScope::User => GroupBy::User,
+            BudgetScope::Tag => match &budget.tag {
+                Some(name) => GroupBy::Tag(name.clone()),
+                None => continue,
+            },
         };
-        match rows {
-            Ok(rows) => totals.extend(rows.into_iter().map(|(scope, cost)| (scope, start, cost))),
+        let query = AggregateQuery {
+            by,
+            since_ms: Some(start.timestamp_millis()),
+            until_ms: None,
+        };
+        match ledger.aggregate(&query) {
+            Ok(rows) => totals.extend(rows.into_iter().filter_map(|row| {
+                let group = row.group?;
+                let scope = match (&budget.scope, &budget.tag) {
+                    (BudgetScope::Key, _) => Scope::Key(group),
+                    (BudgetScope::Team, _) => Scope::Team(group),
+                    (BudgetScope::User, _) => Scope::User(group),
+                    (BudgetScope::Tag, tag) => Scope::Tag {
+                        name: tag.clone()?,
+                        value: group,
+                    },
+                };
+                Some((scope, start, row.cost))
+            })),
             Err(err) => tracing::warn!(budget = %budget.name, error = %err,
                 "spend not rebuilt from the ledger"),
         }

@@ -348,7 +348,7 @@ pub fn print_usage(
     }
 }
 
-/// A usage query from text: `by` is team, key, model, route, day, month or `tag:<name>`
+/// A usage query from text: `by` is team, key, user, model, route, day, month or `tag:<name>`
 /// (totals by that tag's value); `since` and
 /// `until` are RFC 3339 times or dates (`2026-11-01`), UTC.
 pub fn usage_query(

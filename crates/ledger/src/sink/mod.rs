@@ -40,6 +40,8 @@ pub const MAX_GROUP_TAG_BYTES: usize = 128;
 pub enum GroupBy {
     Team,
     Key,
+    /// The end user named by the request (`user` field or header).
+    User,
     /// The serving model, or the requested one when nothing served it.
     Model,
     Route,
@@ -54,9 +56,10 @@ pub enum GroupBy {
 }
 
 impl GroupBy {
-    pub const ALL: [GroupBy; 6] = [
+    pub const ALL: [GroupBy; 7] = [
         Self::Team,
         Self::Key,
+        Self::User,
         Self::Model,
         Self::Route,
         Self::Day,
@@ -68,6 +71,7 @@ impl GroupBy {
         match self {
             Self::Team => "team",
             Self::Key => "key",
+            Self::User => "user",
             Self::Model => "model",
             Self::Route => "route",
             Self::Day => "day",
@@ -103,8 +107,8 @@ impl FromStr for GroupBy {
             .find(|by| by.as_str() == text)
             .ok_or_else(|| {
                 format!(
-                    "unknown grouping '{text}', expected one of team, key, model, route, day, \
-                     month, tag:<name>"
+                    "unknown grouping '{text}', expected one of team, key, user, model, route, \
+                     day, month, tag:<name>"
                 )
             })
     }

@@ -160,6 +160,7 @@ fn group_expr(by: &GroupBy) -> &'static str {
     match by {
         GroupBy::Team => "team",
         GroupBy::Key => "key_name",
+        GroupBy::User => "user_name",
         GroupBy::Model => "COALESCE(served_model, requested_model)",
         GroupBy::Route => "route",
         GroupBy::Day => {

@@ -43,7 +43,10 @@ fn make(
 }
 
 fn records() -> [UsageRecord; 4] {
-    let [a, b, mut c, mut d] = records_untagged();
+    let [mut a, mut b, mut c, mut d] = records_untagged();
+    a.user = Some("ann".to_owned());
+    b.user = Some("ann".to_owned());
+    d.user = Some("bob".to_owned());
     c.tags.clear();
     d.tags = [("feature", "search"), ("env", "prod")]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -139,6 +142,14 @@ pub(crate) fn run(sink: &dyn Sink) {
             totals(Some("k1"), 2, 0, "1.33456789012345678"),
             totals(Some("k2"), 1, 1, "0.2"),
             totals(Some("k3"), 1, 0, "0"),
+        ]
+    );
+    assert_eq!(
+        sink.aggregate(&all(GroupBy::User)).unwrap(),
+        [
+            totals(None, 1, 0, "0"),
+            totals(Some("ann"), 2, 1, "0.3"),
+            totals(Some("bob"), 1, 0, "1.23456789012345678"),
         ]
     );
     assert_eq!(
