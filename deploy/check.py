@@ -216,7 +216,8 @@ def dashboard_queries():
             for x in range(g["x"], g["x"] + g["w"]):
                 for y in range(g["y"], g["y"] + g["h"]):
                     cells[(x, y)] = title
-            if p["type"] == "row":
+            # Rows and text panels query nothing, so they need no datasource.
+            if p["type"] in ("row", "text"):
                 continue
             if p.get("datasource", {}).get("uid") != "${datasource}":
                 problems.append(f"{name}: '{title}' does not use the datasource variable")
