@@ -150,17 +150,7 @@ async fn usage_is_totalled_by_team_on_the_admin_api_and_the_cli() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 
-    let out = std::process::Command::new(bin_dir().join("tollgate"))
-        .args(["usage", "--by", "team", "-c"])
-        .arg(&gw.config_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8_lossy(&out.stdout);
+    let printed = usage_cli(&gw, "team");
     assert!(
         printed
             .lines()
@@ -894,8 +884,19 @@ async fn usage_is_totalled_by_tag_value_on_the_admin_api_and_the_cli() {
     assert_eq!(output, 6, "{totals}");
     assert!((cost - cost_of(input, output)).abs() < 1e-12, "{totals}");
 
+    let printed = usage_cli(&gw, "tag:feature");
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("search") && l.contains(" 2 ")),
+        "{printed}"
+    );
+}
+
+/// What `tollgate usage --by <by>` prints for the gateway's config.
+fn usage_cli(gw: &Gateway, by: &str) -> String {
     let out = std::process::Command::new(bin_dir().join("tollgate"))
-        .args(["usage", "--by", "tag:feature", "-c"])
+        .args(["usage", "--by", by, "-c"])
         .arg(&gw.config_path)
         .output()
         .unwrap();
@@ -904,11 +905,5 @@ async fn usage_is_totalled_by_tag_value_on_the_admin_api_and_the_cli() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        printed
-            .lines()
-            .any(|l| l.starts_with("search") && l.contains(" 2 ")),
-        "{printed}"
-    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
