@@ -228,11 +228,12 @@ impl Admin {
     async fn usage(&self, query: &str) -> (StatusCode, Vec<u8>) {
         let mut by = "team".to_owned();
         let (mut since, mut until) = (None, None);
-        for (name, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
-            match name {
-                "by" => by = value.to_owned(),
-                "since" => since = Some(value.to_owned()),
-                "until" => until = Some(value.to_owned()),
+        // Decoded, since clients may send `tag:name` as `tag%3Aname`.
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "by" => by = value.into_owned(),
+                "since" => since = Some(value.into_owned()),
+                "until" => until = Some(value.into_owned()),
                 _ => {}
             }
         }

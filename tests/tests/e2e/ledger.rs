@@ -864,6 +864,11 @@ async fn usage_is_totalled_by_tag_value_on_the_admin_api_and_the_cli() {
     }
     let totals = gw.usage("tag:feature").await;
     assert_eq!(totals["by"], "tag:feature", "{totals}");
+    assert_eq!(
+        gw.usage("tag%3Afeature").await,
+        totals,
+        "a percent-encoded query"
+    );
     let rows: Vec<(Value, u64)> = totals["rows"]
         .as_array()
         .unwrap()
