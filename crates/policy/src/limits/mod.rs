@@ -340,7 +340,8 @@ impl Limiter {
         budgets: Option<(&Budgets, WorstCase<'_>)>,
     ) -> Result<Ran, PolicyError> {
         let started = Instant::now();
-        let mut subject = subject.clone();
+        // Cloned only when a downgrade changes its model.
+        let mut subject = std::borrow::Cow::Borrowed(subject);
         let mut model = None;
         let mut downgrades = 0;
         let mut ticket: Option<(String, Ticket, Instant)> = None;
@@ -380,7 +381,7 @@ impl Limiter {
                             BudgetDecision::Blocked(blocked) => return Ok(Ran::Blocked(blocked)),
                             BudgetDecision::Downgrade { model: to, .. } => {
                                 downgrades += 1;
-                                subject.model.clone_from(&to);
+                                subject.to_mut().model.clone_from(&to);
                                 model = Some(to);
                                 ticket = None;
                                 continue;
@@ -424,7 +425,7 @@ impl Limiter {
                 if downgrades > MAX_DOWNGRADES || to.is_empty() {
                     return reject(p, o, false);
                 }
-                subject.model.clone_from(&to);
+                subject.to_mut().model.clone_from(&to);
                 model = Some(to);
                 ticket = None;
                 continue;
