@@ -100,6 +100,10 @@ pub fn warn_unpriced(config: &tollgate_config::Config) {
 /// key's secret, and prompt text only when `access_log.prompt` put it in
 /// [`RequestCtx::logged_prompt`].
 pub fn access_log(ctx: &RequestCtx) {
+    // The joined fields below allocate: skip them when the access log is filtered out.
+    if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+        return;
+    }
     let usage = ctx.usage.unwrap_or_default();
     let acc = &ctx.accounting;
     let guardrails = (!acc.guardrails.is_empty()).then(|| {
