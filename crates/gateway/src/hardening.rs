@@ -38,6 +38,7 @@ use tollgate_config::ClientLimitsConfig;
 use tollgate_core::{ErrorKind, GatewayError};
 use tollgate_providers::Dialect;
 
+use crate::metrics::Metrics;
 use crate::proxy::{respond_json, RequestCtx};
 
 /// Answers the request when its head must be refused; returns whether it did. Runs before
@@ -463,17 +464,20 @@ pub(crate) fn check_json_text(body: &[u8], max_depth: usize) -> Result<(), Gatew
 // === request-head deadline ===
 
 /// Serves `A` (the proxy) with every client connection wrapped in a [`HeadDeadlineStream`],
-/// so a request head must arrive whole within `limit` of its first byte.
+/// so a request head must arrive whole within `limit` of its first byte, and counted in
+/// the open-connections gauge while it lasts.
 pub(crate) struct HeadDeadline<A> {
     inner: Arc<A>,
     limit: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl<A> HeadDeadline<A> {
-    pub(crate) fn new(inner: A, limit: Duration) -> Self {
+    pub(crate) fn new(inner: A, limit: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             inner: Arc::new(inner),
             limit,
+            metrics,
         }
     }
 }
@@ -485,6 +489,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _open = self.metrics.connection_opened();
         let wrapped: Stream = Box::new(HeadDeadlineStream::new(stream, self.limit));
         self.inner.process_new(wrapped, shutdown).await
     }

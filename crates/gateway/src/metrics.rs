@@ -26,6 +26,7 @@ pub struct Metrics {
     cost: CounterVec,
     ledger_errors: IntCounter,
     active_streams: IntGauge,
+    client_connections: IntGauge,
     circuit_state: IntGaugeVec,
     endpoint_healthy: IntGaugeVec,
     guardrail_actions: IntCounterVec,
@@ -96,6 +97,10 @@ impl Metrics {
                 "Usage records that could not be written to the spool",
             )?,
             active_streams: IntGauge::new("tollgate_active_streams", "Streams being relayed now")?,
+            client_connections: IntGauge::new(
+                "tollgate_client_connections",
+                "Client connections open now, idle and half-sent ones included",
+            )?,
             circuit_state: IntGaugeVec::new(
                 Opts::new(
                     "tollgate_circuit_state",
@@ -178,6 +183,7 @@ impl Metrics {
             Box::new(self.cost.clone()),
             Box::new(self.ledger_errors.clone()),
             Box::new(self.active_streams.clone()),
+            Box::new(self.client_connections.clone()),
             Box::new(self.circuit_state.clone()),
             Box::new(self.endpoint_healthy.clone()),
             Box::new(self.guardrail_actions.clone()),
@@ -310,9 +316,12 @@ impl Metrics {
     }
 
     /// Counts a stream as active until the guard is dropped.
-    pub fn stream_started(&self) -> StreamGuard {
-        self.active_streams.inc();
-        StreamGuard(self.active_streams.clone())
+    pub fn stream_started(&self) -> GaugeGuard {
+        GaugeGuard::new(&self.active_streams)
+    }
+
+    pub fn connection_opened(&self) -> GaugeGuard {
+        GaugeGuard::new(&self.client_connections)
     }
 
     /// The text exposition, with circuit and health gauges refreshed from `upstreams`.
@@ -343,10 +352,17 @@ impl Metrics {
     }
 }
 
-/// Decrements the active-stream gauge when dropped, whatever way the stream ended.
-pub struct StreamGuard(IntGauge);
+/// Counts one open stream or connection in its gauge until dropped, whatever way it ended.
+pub struct GaugeGuard(IntGauge);
 
-impl Drop for StreamGuard {
+impl GaugeGuard {
+    fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -400,6 +416,7 @@ mod tests {
             }),
         );
         let _guard = m.stream_started();
+        let _connection = m.connection_opened();
         let cfg = tollgate_config::parse(
             "providers:\n  p: { kind: openai, endpoints: [\"http://127.0.0.1:1\"] }\n",
             "t.yaml",
@@ -415,6 +432,7 @@ mod tests {
             "tollgate_fallbacks_total",
             r#"tollgate_tokens_total{direction="output",model="m"} 5"#,
             "tollgate_active_streams 1",
+            "tollgate_client_connections 1",
             "tollgate_circuit_state",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
