@@ -34,23 +34,32 @@ pub fn workspace_dir() -> PathBuf {
 }
 
 /// Directory of the built binaries; builds them once if they are missing.
+///
+/// Tests built with `--release` run against optimised binaries: the full-size load and
+/// attack runs measure the gateway (and their own attackers), and unoptimised builds
+/// spend several times the CPU per request, which on two cores is the whole machine.
 pub fn bin_dir() -> PathBuf {
     static BUILD: Once = Once::new();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_dir().join("target"));
-    let dir = target.join("debug");
+    let release = !cfg!(debug_assertions);
+    let dir = target.join(if release { "release" } else { "debug" });
     BUILD.call_once(|| {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "tollgate-gateway",
-                "-p",
-                "tollgate-mock",
-                "--bins",
-            ])
+        let mut build = Command::new(env!("CARGO"));
+        build.args([
+            "build",
+            "-q",
+            "-p",
+            "tollgate-gateway",
+            "-p",
+            "tollgate-mock",
+            "--bins",
+        ]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build
             .current_dir(workspace_dir())
             .status()
             .expect("cargo build");

@@ -118,11 +118,28 @@ pub async fn serve(listener: TcpListener, cfg: MockConfig) -> std::io::Result<()
     axum::serve(listener, app).await
 }
 
+/// Listens on `addr` with the deepest accept queue the kernel grants: benches and tests
+/// open thousands of streams at once, and tokio's default queue of 1024 would have the
+/// rest resend their SYN a second later.
+pub async fn bind(addr: impl tokio::net::ToSocketAddrs) -> std::io::Result<TcpListener> {
+    let addr = tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    })?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(u16::MAX.into())
+}
+
 /// Binds `127.0.0.1:0`, starts [`serve`] on a new task and returns the bound address.
 pub async fn spawn(
     cfg: MockConfig,
 ) -> std::io::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let listener = bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
     Ok((addr, tokio::spawn(serve(listener, cfg))))
 }

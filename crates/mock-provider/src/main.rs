@@ -7,7 +7,6 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::Parser;
-use tokio::net::TcpListener;
 use tollgate_mock::{serve, MockConfig, UsageReport};
 
 /// Mock LLM provider speaking the OpenAI, Azure OpenAI, Anthropic, Gemini and Bedrock HTTP
@@ -47,7 +46,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let cli = Cli::parse();
-    let listener = TcpListener::bind(&cli.listen).await?;
+    let listener = tollgate_mock::bind(cli.listen.as_str()).await?;
     let addr = listener.local_addr()?;
     {
         let mut out = std::io::stdout().lock();

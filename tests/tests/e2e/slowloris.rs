@@ -26,15 +26,22 @@ const LIMITS: &str = "  h2c: true\n  client:\n    limits:\n      header_timeout:
 /// The deadlines above plus scheduling slack on a loaded machine.
 const CLOSE_BOUND: Duration = Duration::from_secs(8);
 /// Legitimate requests measured per phase, and how many at once.
-const LEGIT_REQUESTS: usize = 200;
+const LEGIT_REQUESTS: usize = 500;
 const LEGIT_PARALLEL: usize = 8;
 /// Attackers of each kind when `SLOWLORIS_CONNECTIONS` is not set.
 const DEFAULT_ATTACKERS: usize = 250;
 /// HTTP/2 zero-window readers beside them when `SLOWLORIS_ZERO_WINDOW_READERS` is not set.
 const DEFAULT_ATTACK_READERS: usize = 50;
-/// A provider's pace (50 tokens a second) for longer than the write timeout: a window of 0
-/// blocks a reader's first write, so each reader holds its stream until it is cut.
-const PACED_MOCK: &[&str] = &["--tokens", "200", "--token-delay", "20ms"];
+/// Attackers connect in waves of this many, each once the gateway holds the last: more
+/// connections at once than the kernel's accept queue takes (`net.core.somaxconn`, 4096 by
+/// default) would have some resend their SYN a second or three later, after the first
+/// attackers were cut. A multiple of 3 (the trickling kinds connect in threes).
+const WAVE: usize = 999;
+/// A provider's pace (5 tokens a second) for longer than the write timeout: a window of 0
+/// blocks a reader's first write, so each reader holds its stream until it is cut. A
+/// faster pace changes nothing for the gateway, which stops reading a stream its client
+/// does not take, but costs the mock CPU that on two cores the gateway would miss.
+const PACED_MOCK: &[&str] = &["--tokens", "20", "--token-delay", "200ms"];
 /// The most resident memory an attacker's connection (with its stream, if any) may add to
 /// the gateway: a bound per connection, never one that grows with what it sends or
 /// refuses to read.
@@ -80,6 +87,40 @@ async fn legit_calls(gw: &Gateway, model: &str) -> Vec<Duration> {
         .await;
     took.sort();
     took
+}
+
+/// Waits until the gateway holds `connections` client connections and relays `streams`
+/// streams: the whole attack has arrived and is being held open.
+async fn wait_held(gw: &Gateway, connections: usize, streams: usize) {
+    let text = gw
+        .metrics_when(|t| {
+            let value = |family| metric_value(t, family, &[]).unwrap_or(0.0) as usize;
+            value("tollgate_client_connections") >= connections
+                && value("tollgate_active_streams") >= streams
+        })
+        .await;
+    let value = |family| metric_value(&text, family, &[]).unwrap_or(0.0) as usize;
+    assert!(
+        value("tollgate_client_connections") >= connections
+            && value("tollgate_active_streams") >= streams,
+        "the gateway holds {} connections and {} streams, not {connections} and {streams}",
+        value("tollgate_client_connections"),
+        value("tollgate_active_streams")
+    );
+}
+
+/// Legitimate latencies on a warmed-up gateway at rest: the warm-up's usage records are
+/// in the database before the measured calls start.
+async fn baseline_latencies(gw: &Gateway, model: &str) -> Vec<Duration> {
+    legit_latencies(gw, model).await;
+    let db = gw.dir.0.join("usage.db");
+    let shipped = eventually(Duration::from_secs(30), || {
+        let db = db.clone();
+        async move { db.exists() && ledger_rows(&db).len() >= LEGIT_REQUESTS }
+    })
+    .await;
+    assert!(shipped, "the warm-up's usage records never reached the database");
+    legit_latencies(gw, model).await
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
@@ -167,8 +208,7 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
     let n = attackers();
     let z = attack_readers();
 
-    legit_latencies(&gw, "model-b").await; // warm-up
-    let baseline = legit_latencies(&gw, "model-b").await;
+    let baseline = baseline_latencies(&gw, "model-b").await;
     let idle_rss = rss_kib(gw.pid());
     let peak = PeakRss::watch(gw.pid());
 
@@ -177,28 +217,44 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
     let mut idles = Vec::new();
     let mut heads = Vec::new();
     let sock: std::net::SocketAddr = addr.parse().unwrap();
-    let readers: Vec<_> = (0..z)
-        .map(|_| tokio::spawn(h2_zero_window_reader(sock, Duration::from_secs(30))))
-        .collect();
-    for _ in 0..n {
+    let attack_began = Instant::now();
+    let mut readers = Vec::new();
+    for i in 0..z {
+        readers.push(tokio::spawn(h2_zero_window_reader(
+            sock,
+            Duration::from_secs(30),
+        )));
+        if (i + 1) % WAVE == 0 {
+            wait_held(&gw, i + 1, 0).await;
+        }
+    }
+    for i in 0..n {
         heads.push(tokio::spawn(slow_head(addr.clone(), started.clone())));
         bodies.push(tokio::spawn(slow_body(addr.clone(), started.clone())));
         idles.push(tokio::spawn(idle_after_request(
             addr.clone(),
             started.clone(),
         )));
+        if (i + 1) % (WAVE / 3) == 0 {
+            wait_held(&gw, z + 3 * (i + 1), 0).await;
+        }
     }
-    let all_open = eventually(Duration::from_secs(20), || {
+    wait_held(&gw, 3 * n + z, z).await;
+    let all_sent = eventually(Duration::from_secs(5), || {
         let started = started.clone();
         async move { started.load(Ordering::Relaxed) >= 3 * n }
     })
     .await;
     assert!(
-        all_open,
-        "only {} attackers connected",
+        all_sent,
+        "only {} attackers sent their first bytes",
         started.load(Ordering::Relaxed)
     );
+    let held_from = attack_began.elapsed();
     let attacked = legit_latencies(&gw, "model-b").await;
+    let held_until = attack_began.elapsed();
+    let still_held = metric_value(&gw.metrics().await, "tollgate_client_connections", &[])
+        .unwrap_or(0.0) as usize;
 
     let mut cuts = Vec::new();
     for reader in readers {
@@ -230,7 +286,12 @@ async fn slow_clients_are_cut_at_their_deadlines_and_legit_traffic_keeps_its_lat
     println!("| | p50 | p99 |");
     println!("|---|---|---|");
     println!("| legitimate, baseline | {base_p50:?} | {base_p99:?} |");
-    println!("| legitimate, under attack | {att_p50:?} | {att_p99:?} |");
+    println!("| legitimate, attack held | {att_p50:?} | {att_p99:?} |");
+    println!(
+        "attack held (all {} connections open, {z} streams relayed) from {held_from:?} to \
+         {held_until:?} after it began; {still_held} connections open at the end",
+        3 * n + z
+    );
     println!(
         "slow bodies closed: {} of {n}, the last after {:?}; idle connections closed: {} of {n}, the last after {:?}",
         n - open(&closed_body),
@@ -366,8 +427,7 @@ async fn tcp_zero_window_readers_are_cut_at_the_write_timeout() {
     let addr: std::net::SocketAddr = gw.url.trim_start_matches("http://").parse().unwrap();
     let n = TCP_ZERO_WINDOW_READERS;
 
-    legit_latencies(&gw, "model-b").await; // warm-up
-    let baseline = legit_latencies(&gw, "model-b").await;
+    let baseline = baseline_latencies(&gw, "model-b").await;
 
     let (stalled_tx, mut stalled_rx) = tokio::sync::mpsc::unbounded_channel();
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
@@ -525,8 +585,7 @@ async fn h2_zero_window_readers_are_cut_at_the_write_timeout_and_legit_traffic_i
     let addr: std::net::SocketAddr = gw.url.trim_start_matches("http://").parse().unwrap();
     let n = zero_window_readers();
 
-    legit_latencies(&gw, "model-b").await; // warm-up
-    let baseline = legit_latencies(&gw, "model-b").await;
+    let baseline = baseline_latencies(&gw, "model-b").await;
     let idle_rss = rss_kib(gw.pid());
     let peak = PeakRss::watch(gw.pid());
 
@@ -534,7 +593,13 @@ async fn h2_zero_window_readers_are_cut_at_the_write_timeout_and_legit_traffic_i
     let readers: Vec<_> = (0..n)
         .map(|_| tokio::spawn(h2_zero_window_reader(addr, Duration::from_secs(30))))
         .collect();
+    let arriving = legit_latencies(&gw, "model-b").await;
+    wait_held(&gw, n, n).await;
+    let held_from = started.elapsed();
     let attacked = legit_latencies(&gw, "model-b").await;
+    let held_until = started.elapsed();
+    let still_held =
+        metric_value(&gw.metrics().await, "tollgate_active_streams", &[]).unwrap_or(0.0) as usize;
     let mut cuts = Vec::new();
     for reader in readers {
         cuts.push(reader.await.unwrap());
@@ -556,6 +621,7 @@ async fn h2_zero_window_readers_are_cut_at_the_write_timeout_and_legit_traffic_i
     .await;
 
     let (base_p50, base_p99) = (percentile(&baseline, 50), percentile(&baseline, 99));
+    let (arr_p50, arr_p99) = (percentile(&arriving, 50), percentile(&arriving, 99));
     let (att_p50, att_p99) = (percentile(&attacked, 50), percentile(&attacked, 99));
     println!("HTTP/2 zero-window readers: {n}, write_timeout 2s");
     if let Some(first) = ids.first() {
@@ -576,7 +642,12 @@ async fn h2_zero_window_readers_are_cut_at_the_write_timeout_and_legit_traffic_i
     println!("| | p50 | p99 |");
     println!("|---|---|---|");
     println!("| legitimate, baseline | {base_p50:?} | {base_p99:?} |");
+    println!("| legitimate, as the readers arrive | {arr_p50:?} | {arr_p99:?} |");
     println!("| legitimate, with the readers stalled | {att_p50:?} | {att_p99:?} |");
+    println!(
+        "readers stalled (all {n} streams relayed) from {held_from:?} to {held_until:?} after \
+         they began; {still_held} streams relayed at the end"
+    );
     println!(
         "gateway RSS: {idle_rss} KiB before, {peak_rss} KiB at the peak ({} KiB per reader)",
         peak_rss.saturating_sub(idle_rss) / n as u64
