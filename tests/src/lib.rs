@@ -205,6 +205,25 @@ impl Mock {
             .unwrap_or_default()
     }
 
+    /// Forgets the recorded requests (the mock keeps the last 1,000).
+    pub async fn clear_requests(&self) {
+        let resp = client()
+            .delete(format!("{}/__mock/requests", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "clear requests: {}",
+            resp.status()
+        );
+    }
+
+    /// The mock's counters: `requests`, `active_streams`, `connections`, `pending_faults`.
+    pub async fn stats(&self) -> Value {
+        get_json(&format!("{}/__mock/stats", self.url)).await
+    }
+
     pub async fn chat_requests(&self) -> Vec<Value> {
         self.requests()
             .await

@@ -18,6 +18,12 @@ const PARALLEL: usize = 16;
 const TOKENS: usize = 20;
 
 fn config(proxy: &FaultProxy, b: &Mock) -> String {
+    config_for(&proxy.url, b, "{ attempts: 1 }")
+}
+
+/// Provider `a` at `a_url`, whose circuit never opens, tried as `retry` says, falls back
+/// to provider `b`.
+fn config_for(a_url: &str, b: &Mock, retry: &str) -> String {
     format!(
         r#"
 providers:
@@ -38,10 +44,10 @@ routes:
     match: {{ model: chat }}
     targets: [{{ model: model-a }}]
     fallback: [model-b]
-    retry: {{ attempts: 1 }}
+    retry: {retry}
     timeouts: {{ connect: 1s, first_token: 500ms, idle: 500ms, total: 5s }}
 "#,
-        a = proxy.url,
+        a = a_url,
         b = b.url,
         key = key_hash(TEST_KEY),
     )
@@ -200,4 +206,127 @@ async fn streams_broken_after_the_first_byte_end_with_an_error_event() {
     assert!(results.iter().all(|r| r.0 == 200));
     assert_eq!(silent, 0, "a broken stream ended silently");
     assert!(errors > 0, "no cut landed inside a stream");
+}
+
+/// Requests of each phase of [`http_faults_before_the_first_byte_fail_over_and_honour_retry_after`].
+const HTTP_FAULT_REQUESTS: usize = 600;
+/// Retry-After of the rate-limit phase, in seconds.
+const RETRY_AFTER_SECS: u64 = 1;
+/// How late after a 429, in milliseconds, a request may still reach the provider: one
+/// the gateway dispatched before it had read the 429 is not sent against it (generous for
+/// a loaded CI machine; a gateway that ignored Retry-After would send all through the
+/// window).
+const REACTION: u64 = 200;
+
+/// Sends `n` requests, half streamed, `PARALLEL` at a time.
+async fn mixed_requests(gw: &Gateway, n: usize) -> Vec<(u16, String, Duration)> {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            bounded(
+                gw,
+                if i % 2 == 0 {
+                    chat_body("chat")
+                } else {
+                    stream_body()
+                },
+            )
+        })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await
+}
+
+#[tokio::test]
+async fn http_faults_before_the_first_byte_fail_over_and_honour_retry_after() {
+    let tokens = TOKENS.to_string();
+    let a = Mock::start(&["--tokens", &tokens]);
+    // Paced streams stretch the rate-limit phase over several Retry-After windows.
+    let b = Mock::start(&["--tokens", &tokens, "--token-delay", "10ms"]);
+    let retry = format!("{{ attempts: 2, backoff: 10ms, max_retry_after: {RETRY_AFTER_SECS}s }}");
+    let gw = Gateway::start(&config_for(&a.url, &b, &retry)).await;
+
+    // Server errors: every request meets one on each of its two attempts on `a` and is
+    // answered by `b`.
+    let third = (2 * HTTP_FAULT_REQUESTS / 3) as u32;
+    a.faults(json!([
+        {"status": 500, "times": third},
+        {"status": 502, "times": third},
+        {"status": 503, "times": third},
+    ]))
+    .await;
+    let errors = mixed_requests(&gw, HTTP_FAULT_REQUESTS).await;
+    let stats = a.stats().await;
+    let served_by_a = stats["requests"].as_u64().unwrap_or(0) as usize;
+    assert_eq!(stats["pending_faults"], 0, "server errors left unused");
+    a.clear_requests().await;
+
+    // Rate limits: every answer of `a` is a 429 with Retry-After, so the gateway may send
+    // `a` a request only once each window has passed.
+    a.faults(json!([{"status": 429, "retry_after": RETRY_AFTER_SECS, "times": 100_000}]))
+        .await;
+    let limited_started = Instant::now();
+    let limited = mixed_requests(&gw, HTTP_FAULT_REQUESTS).await;
+    let limited_took = limited_started.elapsed();
+    let seen: Vec<Value> = a.chat_requests().await;
+    let mut times: Vec<(u64, String)> = seen
+        .iter()
+        .map(|r| {
+            (
+                r["time"].as_u64().unwrap_or(0),
+                r["headers"]["x-request-id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    times.sort();
+    let window = RETRY_AFTER_SECS * 1000;
+    // A request that reached `a` while the key was cooling from an earlier 429, whether
+    // a retry of the same request or another one.
+    let early = times
+        .iter()
+        .enumerate()
+        .filter(|(i, (t, _))| {
+            times[..*i]
+                .iter()
+                .any(|(t0, _)| t0 + REACTION < *t && *t < t0 + window)
+        })
+        .count();
+    // Requests retried on `a` once its window had passed (`max_retry_after` allows the
+    // wait).
+    let mut ids: Vec<&str> = times.iter().map(|(_, id)| id.as_str()).collect();
+    ids.sort();
+    let repeated = ids.windows(2).filter(|w| w[0] == w[1]).count();
+
+    let all: Vec<&(u16, String, Duration)> = errors.iter().chain(&limited).collect();
+    let ok = all.iter().filter(|r| r.0 == 200).count();
+    let whole = all
+        .iter()
+        .filter(|r| r.0 == 200 && answer_is_complete(&r.1))
+        .count();
+    println!(
+        "HTTP faults before the first byte: {} requests (500, 502, 503, then 429 with \
+         Retry-After {RETRY_AFTER_SECS}s), {ok} answered 200, {whole} whole ({:.2}%)",
+        all.len(),
+        100.0 * whole as f64 / all.len() as f64
+    );
+    println!(
+        "server errors: {served_by_a} attempts met one on the primary; rate limits: {} \
+         requests reached the primary in {limited_took:?}, {early} while its key cooled, \
+         {repeated} retried on it after waiting out Retry-After",
+        seen.len()
+    );
+    assert_eq!(
+        served_by_a,
+        2 * HTTP_FAULT_REQUESTS,
+        "every request tried the primary twice"
+    );
+    assert_eq!(
+        whole,
+        all.len(),
+        "every request must succeed through the fallback"
+    );
+    assert!(!seen.is_empty(), "the primary never rate limited");
+    assert_eq!(early, 0, "requests reached a cooling key: {times:?}");
 }

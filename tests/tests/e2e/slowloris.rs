@@ -119,7 +119,10 @@ async fn baseline_latencies(gw: &Gateway, model: &str) -> Vec<Duration> {
         async move { db.exists() && ledger_rows(&db).len() >= LEGIT_REQUESTS }
     })
     .await;
-    assert!(shipped, "the warm-up's usage records never reached the database");
+    assert!(
+        shipped,
+        "the warm-up's usage records never reached the database"
+    );
     legit_latencies(gw, model).await
 }
 
