@@ -56,6 +56,11 @@ pub struct ClientLimitsConfig {
     /// the connection with GOAWAY. Bounds "MadeYouReset" (CVE-2025-8671). Default 100.
     #[serde(default = "default_h2_max_error_resets")]
     pub h2_max_error_resets: usize,
+    /// Most connections open at once from one client IP address; one more is closed as
+    /// soon as it is accepted (after its TLS handshake). Off when absent: behind a load
+    /// balancer or NAT every client may share one address.
+    #[serde(default)]
+    pub max_connections_per_address: Option<std::num::NonZeroUsize>,
 }
 
 impl Default for ClientLimitsConfig {
@@ -72,6 +77,7 @@ impl Default for ClientLimitsConfig {
             max_inflate_ratio: default_max_inflate_ratio(),
             h2_max_pending_resets: default_h2_max_pending_resets(),
             h2_max_error_resets: default_h2_max_error_resets(),
+            max_connections_per_address: None,
         }
     }
 }

@@ -16,7 +16,9 @@
 //! body cap nor past `max_inflate_ratio` times its compressed size, so a compression bomb
 //! costs the gateway no more memory or time than an uncompressed body of the cap's size.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -465,19 +467,24 @@ pub(crate) fn check_json_text(body: &[u8], max_depth: usize) -> Result<(), Gatew
 
 /// Serves `A` (the proxy) with every client connection wrapped in a [`HeadDeadlineStream`],
 /// so a request head must arrive whole within `limit` of its first byte, and counted in
-/// the open-connections gauge while it lasts.
+/// the open-connections gauge while it lasts. With `per_address`, a connection from an
+/// address that already holds that many is closed on arrival.
 pub(crate) struct HeadDeadline<A> {
     inner: Arc<A>,
     limit: Duration,
     metrics: Arc<Metrics>,
+    per_address: Option<AddressSlots>,
 }
 
 impl<A> HeadDeadline<A> {
-    pub(crate) fn new(inner: A, limit: Duration, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(inner: A, limits: &ClientLimitsConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             inner: Arc::new(inner),
-            limit,
+            limit: limits.header_timeout,
             metrics,
+            per_address: limits
+                .max_connections_per_address
+                .map(|max| AddressSlots::new(max.get())),
         }
     }
 }
@@ -489,6 +496,23 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _slot = match &self.per_address {
+            Some(slots) => {
+                let ip = stream
+                    .get_socket_digest()
+                    .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+                match ip.map(|ip| slots.take(ip)) {
+                    Some(None) => {
+                        self.metrics.connection_refused();
+                        return None;
+                    }
+                    Some(Some(slot)) => Some(slot),
+                    // Not an IP connection (a Unix socket): nothing to count it against.
+                    None => None,
+                }
+            }
+            None => None,
+        };
         let _open = self.metrics.connection_opened();
         let wrapped: Stream = Box::new(HeadDeadlineStream::new(stream, self.limit));
         self.inner.process_new(wrapped, shutdown).await
@@ -496,6 +520,56 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
 
     async fn cleanup(&self) {
         self.inner.cleanup().await;
+    }
+}
+
+/// Connections open now per client address, each at most `max`.
+#[derive(Clone)]
+struct AddressSlots {
+    open: Arc<parking_lot::Mutex<HashMap<IpAddr, usize>>>,
+    max: usize,
+}
+
+impl AddressSlots {
+    fn new(max: usize) -> Self {
+        Self {
+            open: Arc::default(),
+            max,
+        }
+    }
+
+    /// One more connection from `ip`, held until the slot is dropped; `None` when `ip`
+    /// already holds `max`.
+    fn take(&self, ip: IpAddr) -> Option<AddressSlot> {
+        let mut open = self.open.lock();
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+struct AddressSlot {
+    slots: AddressSlots,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock();
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            // Forgets the address with its last connection, so the map holds only the
+            // addresses connected now.
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -740,6 +814,27 @@ impl Peek for HeadDeadlineStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_holds_at_most_its_slots_and_gets_them_back() {
+        let slots = AddressSlots::new(2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "::1".parse().unwrap();
+        let first = slots.take(a).expect("first slot");
+        let second = slots.take(a).expect("second slot");
+        assert!(
+            slots.take(a).is_none(),
+            "a third connection from one address"
+        );
+        assert!(slots.take(b).is_some(), "another address has its own slots");
+        drop(first);
+        let third = slots.take(a).expect("a slot freed by a closed connection");
+        drop((second, third));
+        assert!(
+            slots.open.lock().is_empty(),
+            "addresses without connections are forgotten"
+        );
+    }
 
     fn head(lines: &str) -> Vec<u8> {
         format!("POST /v1/chat/completions HTTP/1.1\r\n{lines}\r\n").into_bytes()

@@ -27,6 +27,7 @@ pub struct Metrics {
     ledger_errors: IntCounter,
     active_streams: IntGauge,
     client_connections: IntGauge,
+    connections_refused: IntCounter,
     circuit_state: IntGaugeVec,
     endpoint_healthy: IntGaugeVec,
     guardrail_actions: IntCounterVec,
@@ -100,6 +101,11 @@ impl Metrics {
             client_connections: IntGauge::new(
                 "tollgate_client_connections",
                 "Client connections open now, idle and half-sent ones included",
+            )?,
+            connections_refused: IntCounter::new(
+                "tollgate_client_connections_refused_total",
+                "Client connections closed on arrival: their address had \
+                 server.client.limits.max_connections_per_address open",
             )?,
             circuit_state: IntGaugeVec::new(
                 Opts::new(
@@ -184,6 +190,7 @@ impl Metrics {
             Box::new(self.ledger_errors.clone()),
             Box::new(self.active_streams.clone()),
             Box::new(self.client_connections.clone()),
+            Box::new(self.connections_refused.clone()),
             Box::new(self.circuit_state.clone()),
             Box::new(self.endpoint_healthy.clone()),
             Box::new(self.guardrail_actions.clone()),
@@ -324,6 +331,10 @@ impl Metrics {
         GaugeGuard::new(&self.client_connections)
     }
 
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
     /// The text exposition, with circuit and health gauges refreshed from `upstreams`.
     pub fn render(&self, upstreams: &Upstreams) -> Vec<u8> {
         let status = upstreams.status(Instant::now());
@@ -417,6 +428,7 @@ mod tests {
         );
         let _guard = m.stream_started();
         let _connection = m.connection_opened();
+        m.connection_refused();
         let cfg = tollgate_config::parse(
             "providers:\n  p: { kind: openai, endpoints: [\"http://127.0.0.1:1\"] }\n",
             "t.yaml",
@@ -433,6 +445,7 @@ mod tests {
             r#"tollgate_tokens_total{direction="output",model="m"} 5"#,
             "tollgate_active_streams 1",
             "tollgate_client_connections 1",
+            "tollgate_client_connections_refused_total 1",
             "tollgate_circuit_state",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");

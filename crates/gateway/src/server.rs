@@ -172,8 +172,7 @@ fn launch(config: Config, source: Option<(PathBuf, String)>, upgrade: bool) -> E
     let mut app = pingora_proxy::http_proxy(&server.configuration, gateway);
     app.server_options = Some(server_options(&server_cfg));
     app.h2_options = Some(h2_options(&server_cfg));
-    let header_timeout = server_cfg.client.limits.header_timeout;
-    let app = crate::hardening::HeadDeadline::new(app, header_timeout, metrics.clone());
+    let app = crate::hardening::HeadDeadline::new(app, &server_cfg.client.limits, metrics.clone());
     let idle_drain = server_cfg.idle_drain.min(server_cfg.shutdown_grace);
     let (app, idle_closed) = IdleDrain::new(app, idle_drain);
     let mut proxy = Service::new("tollgate".to_owned(), app);

@@ -1,8 +1,8 @@
 //! Client-side limits (`server.client.limits`): header count and size, content codings
 //! (gzip and deflate inflated within the body cap and a ratio cap),
 //! JSON nesting depth, UTF-8, a total deadline for the request body however it trickles,
-//! and the idle time between kept-alive requests. Slow clients run on raw sockets, each
-//! bounded in time.
+//! the idle time between kept-alive requests, and the connections one address may hold.
+//! Slow clients run on raw sockets, each bounded in time.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -403,4 +403,70 @@ async fn a_trickled_request_head_is_cut_at_the_header_deadline() {
         .filter(|l| l.contains("\"level\":\"ERROR\""))
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
+}
+
+/// Opens a connection to `addr` from loopback address `from`.
+async fn connect_from(from: &str, addr: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// The status line of a `GET /v1/models` on `stream`, or what ended the connection.
+async fn models_status(stream: &mut TcpStream) -> String {
+    let request =
+        format!("GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TEST_KEY}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return "closed".to_owned();
+    }
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(BOUND, stream.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => "closed".to_owned(),
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        Err(_) => panic!("no answer and no close within {BOUND:?}"),
+    }
+}
+
+#[tokio::test]
+async fn connections_beyond_the_per_address_limit_are_closed_on_arrival() {
+    let a = Mock::start(&[]);
+    let b = Mock::start(&[]);
+    let gw = Gateway::start_with_server(
+        &two_mock_config(&a, &b, ""),
+        "  client:\n    limits:\n      max_connections_per_address: 3\n",
+    )
+    .await;
+    let addr: std::net::SocketAddr = gw.url.trim_start_matches("http://").parse().unwrap();
+
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = connect_from("127.0.0.1", addr).await;
+        assert_eq!(models_status(&mut stream).await, "HTTP/1.1 200 OK");
+        held.push(stream);
+    }
+    let mut fourth = connect_from("127.0.0.1", addr).await;
+    assert_eq!(
+        models_status(&mut fourth).await,
+        "closed",
+        "a fourth connection was served"
+    );
+    // Another address is not held back by the first one's connections.
+    let mut other = connect_from("127.0.0.2", addr).await;
+    assert_eq!(models_status(&mut other).await, "HTTP/1.1 200 OK");
+
+    // A closed connection gives its slot back.
+    drop(held.pop());
+    let freed = eventually(BOUND, || async {
+        let mut stream = connect_from("127.0.0.1", addr).await;
+        models_status(&mut stream).await == "HTTP/1.1 200 OK"
+    })
+    .await;
+    assert!(freed, "a closed connection's slot was not given back");
+    let metrics = gw.metrics().await;
+    let refused = metric_value(&metrics, "tollgate_client_connections_refused_total", &[]);
+    assert!(refused >= Some(1.0), "refusals not counted: {refused:?}");
 }
